@@ -1,0 +1,35 @@
+"""mahal: fast, scikit-learn-compatible classical Mahalanobis metric learners.
+
+Public names are imported lazily, so that ``import mahal`` is fast; each learner's
+module (and scikit-learn, numba) is imported on first use.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "Covariance": "covariance",
+    "MMC": "mmc",
+    "MMC_Supervised": "mmc",
+    "LMNN": "lmnn",
+    "LMNNEnergyClassifier": "lmnn",
+    "Constraints": "constraints",
+    "load_dataset": "datasets",
+    "MahalanobisDistance": "base",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mahal' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,184 @@
+"""Input validation shared by every learner.
+
+One clear message per failure, naming the argument and what was expected. The checks
+for plain points ``X`` defer to scikit-learn's ``validate_data`` (so that
+``n_features_in_``, feature names and the standard error messages behave as everywhere
+in scikit-learn); tuples of points (pairs, triplets) are checked here.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+
+_TUPLE_NAMES = {2: "pairs", 3: "triplets"}
+
+
+def _reject_sparse(X, name):
+    if sp.issparse(X):
+        raise TypeError(
+            f"{name} is a sparse matrix, but mahal needs dense input: "
+            f"call {name}.toarray() first."
+        )
+
+
+def _check_finite(X, name):
+    if not np.all(np.isfinite(X)):
+        what = "NaN" if np.isnan(X).any() else "infinity"
+        raise ValueError(f"Input {name} contains {what}; remove or impute those values.")
+
+
+def _is_index_array(X):
+    return X.dtype.kind in "iu"
+
+
+def _apply_preprocessor(indices, preprocessor, name):
+    """Turn an integer array of identifiers into points with ``preprocessor``.
+
+    ``preprocessor`` is either a 2-D array ``X`` (identifiers index its rows) or a
+    callable that maps a 1-D array of identifiers to a 2-D array of points.
+    """
+    shape = indices.shape
+    flat = indices.reshape(-1)
+    if callable(preprocessor):
+        points = np.asarray(preprocessor(flat))
+        if points.ndim != 2 or points.shape[0] != flat.shape[0]:
+            raise ValueError(
+                f"The preprocessor must return a 2-D array with one row per identifier "
+                f"({flat.shape[0]}); it returned shape {points.shape}."
+            )
+    else:
+        table = check_points_array(preprocessor, name="preprocessor")
+        if not _is_index_array(flat):
+            raise ValueError(
+                f"With an array preprocessor, {name} must hold integer indices into it; "
+                f"got dtype {flat.dtype}."
+            )
+        if flat.size and (flat.min() < -table.shape[0] or flat.max() >= table.shape[0]):
+            raise ValueError(
+                f"{name} holds indices outside [0, {table.shape[0]}), the rows of the "
+                f"preprocessor array."
+            )
+        points = table[flat]
+    return points.reshape(shape + (points.shape[1],))
+
+
+def check_points_array(X, name="X", ensure_min_samples=1):
+    """Validate a 2-D float array of points without touching an estimator."""
+    _reject_sparse(X, name)
+    X = check_array(
+        X, dtype=np.float64, ensure_all_finite=False, input_name=name,
+        ensure_min_samples=ensure_min_samples,
+    )
+    _check_finite(X, name)
+    return X
+
+
+def preprocess_points(X, preprocessor, name="X"):
+    """Map 1-D identifiers to points when a preprocessor is given, else return X."""
+    if preprocessor is None:
+        return X
+    arr = np.asarray(X)
+    if arr.ndim == 1:
+        return _apply_preprocessor(arr, preprocessor, name)
+    return X
+
+
+def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
+                 classification=False, min_classes=2):
+    """Validate points ``X`` (and labels ``y``) for ``estimator``.
+
+    Applies the estimator's ``preprocessor`` to 1-D identifiers, rejects sparse input
+    with a ``TypeError``, NaN/inf with a ``ValueError``, and, for ``classification``,
+    fewer than ``min_classes`` classes.
+    """
+    X = preprocess_points(X, getattr(estimator, "preprocessor", None))
+    _reject_sparse(X, "X")
+    kwargs = dict(dtype=np.float64, reset=reset, ensure_min_samples=ensure_min_samples)
+    if y is None:
+        X = validate_data(estimator, X, **kwargs)
+        return X
+    X, y = validate_data(estimator, X, y, **kwargs)
+    if classification:
+        check_classification_targets(y)
+        n_classes = np.unique(y).shape[0]
+        if n_classes < min_classes:
+            raise ValueError(
+                f"y has {n_classes} class; {type(estimator).__name__} needs at least "
+                f"{min_classes} classes to learn a metric."
+            )
+    return X, y
+
+
+def check_tuples(tuples, tuple_size, preprocessor=None, name=None, n_features=None):
+    """Validate tuples of points, shape ``(n_tuples, tuple_size, n_features)``.
+
+    With a ``preprocessor``, ``tuples`` may instead be identifiers of shape
+    ``(n_tuples, tuple_size)``.
+
+    Returns
+    -------
+    tuples : ndarray of shape (n_tuples, tuple_size, n_features), float64
+    """
+    name = name or _TUPLE_NAMES.get(tuple_size, "tuples")
+    _reject_sparse(tuples, name)
+    arr = np.asarray(tuples)
+    if arr.dtype == object:
+        raise ValueError(f"{name} must be a numeric array, got dtype object.")
+    if preprocessor is not None and arr.ndim == 2:
+        arr = _apply_preprocessor(arr, preprocessor, name)
+    if arr.ndim != 3:
+        expected = f"(n_{name}, {tuple_size}, n_features)"
+        if preprocessor is not None:
+            expected += f" or identifiers (n_{name}, {tuple_size})"
+        else:
+            expected += (" (pass preprocessor=X to give them as indices into X"
+                         f" of shape (n_{name}, {tuple_size}))")
+        raise ValueError(f"{name} must be a 3-D array of shape {expected}; "
+                         f"got an array of shape {arr.shape}.")
+    if arr.shape[1] != tuple_size:
+        raise ValueError(f"{name} must have {tuple_size} points per tuple "
+                         f"(shape (n, {tuple_size}, n_features)); got shape {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one tuple is required.")
+    if arr.shape[2] == 0:
+        raise ValueError(f"{name} has 0 features.")
+    if n_features is not None and arr.shape[2] != n_features:
+        raise ValueError(f"{name} have {arr.shape[2]} features, but this estimator was "
+                         f"fitted with {n_features} features.")
+    arr = np.asarray(arr, dtype=np.float64)
+    _check_finite(arr, name)
+    return arr
+
+
+def check_pair_labels(y, n_pairs):
+    """Labels of pairs: +1 (similar) or -1 (dissimilar), one per pair."""
+    if y is None:
+        raise ValueError("y is required: one label per pair, +1 (similar) or -1 "
+                         "(dissimilar).")
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_pairs:
+        raise ValueError(f"y must be a 1-D array with one label per pair ({n_pairs}); "
+                         f"got shape {y.shape}.")
+    if y.dtype.kind not in "iufb":
+        raise ValueError(f"Pair labels y must be +1 (similar) or -1 (dissimilar); got "
+                         f"dtype {y.dtype}.")
+    bad = ~np.isin(y, (-1, 1))
+    if bad.any():
+        raise ValueError(f"Pair labels y must be +1 (similar) or -1 (dissimilar); "
+                         f"found {np.unique(y[bad])[:5].tolist()}.")
+    return y.astype(np.int64)
+
+
+def check_n_components(n_components, n_features, name="n_components"):
+    """None means ``n_features``; otherwise an int in ``[1, n_features]``."""
+    if n_components is None:
+        return n_features
+    if (not isinstance(n_components, numbers.Integral) or isinstance(n_components, bool)
+            or not 1 <= n_components <= n_features):
+        raise ValueError(f"{name} must be None or an integer in [1, n_features="
+                         f"{n_features}]; got {n_components!r}.")
+    return int(n_components)

@@ -1,0 +1,417 @@
+"""Base API shared by every Mahalanobis learner.
+
+Every learner ends with components ``G`` (``components_``, shape
+``(n_components, n_features)``) of the PSD matrix ``A = Gᵀ G``, so that
+
+    d_A(x, x') = sqrt((x − x')ᵀ A (x − x')) = ‖G x − G x'‖.
+
+:class:`MahalanobisMixin` gives the metric API (``transform``,
+``get_mahalanobis_matrix``, ``get_metric``, ``pair_distance``, ``pair_score``);
+:class:`PairsClassifierMixin` and :class:`TripletsClassifierMixin` add the classifier API
+of weakly supervised learners. The names and signatures follow metric-learn.
+
+Mixins must be listed before ``BaseEstimator`` in a learner's bases, e.g.
+``class MMC(PairsClassifierMixin, MahalanobisMixin, BaseEstimator)``, so that
+scikit-learn ≥ 1.6 sees the classifier tags (``is_classifier`` is True).
+"""
+
+import numbers
+
+import numpy as np
+from scipy.linalg import pinvh
+from sklearn.base import ClassifierMixin, ClassNamePrefixFeaturesOutMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import (
+    check_pair_labels,
+    check_points,
+    check_points_array,
+    check_tuples,
+)
+from .linalg import check_psd, metric_from_components
+
+
+class MahalanobisDistance:
+    """A picklable callable ``metric(u, v, squared=False)`` for the metric ``A = GᵀG``.
+
+    Returned by :meth:`MahalanobisMixin.get_metric`; usable as the ``metric=`` of
+    scikit-learn's neighbours estimators and of ``scipy.spatial.distance.cdist``.
+
+    Parameters
+    ----------
+    components : ndarray of shape (n_components, n_features)
+    """
+
+    def __init__(self, components):
+        self.components = np.asarray(components, dtype=np.float64)
+
+    def __call__(self, u, v, squared=False):
+        diff = self.components @ (np.asarray(u, dtype=np.float64).ravel()
+                                  - np.asarray(v, dtype=np.float64).ravel())
+        d2 = float(diff @ diff)
+        return d2 if squared else float(np.sqrt(d2))
+
+    def __repr__(self):
+        return f"MahalanobisDistance(components of shape {self.components.shape})"
+
+
+class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
+    """Metric API for learners that store ``components_`` (``G`` with ``A = GᵀG``).
+
+    Subclasses set ``components_`` and ``n_features_in_`` in ``fit`` and may take a
+    ``preprocessor`` parameter: an array ``X`` (then points and tuples may be given as
+    integer indices into it) or a callable mapping a 1-D array of identifiers to points.
+    """
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def transform(self, X):
+        """Map points into the space where Euclidean distance is the learned metric.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points, or 1-D identifiers when a ``preprocessor`` was given.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components)
+            ``X Gᵀ``.
+        """
+        check_is_fitted(self, "components_")
+        X = check_points(self, X, reset=False)
+        return X @ self.components_.T
+
+    def get_mahalanobis_matrix(self):
+        """Return the learned PSD matrix ``A = Gᵀ G``, shape (n_features, n_features)."""
+        check_is_fitted(self, "components_")
+        return metric_from_components(self.components_)
+
+    def get_metric(self):
+        """Return a picklable callable ``metric(u, v, squared=False)``.
+
+        It computes ``sqrt((u − v)ᵀ A (u − v))`` (or its square), and can be passed as
+        ``KNeighborsClassifier(metric=...)``. It is a snapshot: refitting the learner
+        does not change a metric obtained before.
+        """
+        check_is_fitted(self, "components_")
+        return MahalanobisDistance(self.components_.copy())
+
+    def _check_tuples(self, tuples, tuple_size):
+        check_is_fitted(self, "components_")
+        return check_tuples(tuples, tuple_size, getattr(self, "preprocessor", None),
+                            n_features=self.n_features_in_)
+
+    def pair_distance(self, pairs):
+        """Learned distance between the two points of each pair.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features), or (n_pairs, 2)
+            identifiers when a ``preprocessor`` was given.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_pairs,)
+        """
+        pairs = self._check_tuples(pairs, 2)
+        return _row_norms((pairs[:, 0] - pairs[:, 1]) @ self.components_.T)
+
+    def pair_score(self, pairs):
+        """Similarity of each pair: the opposite of :meth:`pair_distance`."""
+        return -self.pair_distance(pairs)
+
+
+def _row_norms(Z):
+    return np.sqrt(np.einsum("ij,ij->i", Z, Z))
+
+
+_STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
+
+
+class PairsClassifierMixin(ClassifierMixin):
+    """Classifier API for learners fitted on pairs with labels +1 (similar) / −1.
+
+    A pair is predicted similar (+1) when its learned distance is at most
+    ``threshold_``. ``decision_function`` is ``threshold_ − distance`` (positive for
+    predicted-similar pairs, as scikit-learn expects); ``score`` is the ROC AUC.
+    """
+
+    _tuple_size = 2
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def _validate_pairs_fit(self, pairs, y):
+        """Check pairs and labels for ``fit``; sets ``n_features_in_`` and ``classes_``."""
+        pairs = check_tuples(pairs, 2, getattr(self, "preprocessor", None))
+        y = check_pair_labels(y, pairs.shape[0])
+        self.n_features_in_ = pairs.shape[2]
+        self.classes_ = np.array([-1, 1])
+        return pairs, y
+
+    def decision_function(self, pairs):
+        """``threshold_ − distance`` for each pair (positive: predicted similar).
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_pairs,)
+        """
+        check_is_fitted(self, "threshold_")
+        return self.threshold_ - self.pair_distance(pairs)
+
+    def predict(self, pairs):
+        """Predict +1 (similar) when the distance is at most ``threshold_``, else −1."""
+        return np.where(self.decision_function(pairs) >= 0, 1, -1)
+
+    def score(self, pairs, y):
+        """ROC AUC of :meth:`decision_function` against the pair labels ``y``."""
+        from sklearn.metrics import roc_auc_score
+
+        y = check_pair_labels(y, np.asarray(pairs).shape[0])
+        return roc_auc_score(y, self.decision_function(pairs))
+
+    def set_threshold(self, threshold):
+        """Set the distance threshold below which pairs are predicted similar."""
+        if not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
+        self.threshold_ = float(threshold)
+        return self
+
+    def calibrate_threshold(self, pairs, y, strategy="accuracy", min_rate=None,
+                            beta=1.0):
+        """Choose ``threshold_`` on labelled pairs.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+        y : array-like of shape (n_pairs,)
+            +1 (similar) or −1 (dissimilar).
+        strategy : {'accuracy', 'f_beta', 'max_tpr', 'max_tnr'}, default='accuracy'
+            Maximise accuracy; maximise the F-beta score; maximise the true positive
+            rate subject to a true negative rate ≥ ``min_rate``; maximise the true
+            negative rate subject to a true positive rate ≥ ``min_rate``.
+        min_rate : float in [0, 1], optional
+            Required for 'max_tpr' and 'max_tnr'.
+        beta : float > 0, default=1.0
+            For 'f_beta'.
+
+        Returns
+        -------
+        self
+        """
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}.")
+        if strategy in ("max_tpr", "max_tnr"):
+            if (min_rate is None or not isinstance(min_rate, numbers.Real)
+                    or not 0 <= min_rate <= 1):
+                raise ValueError(f"strategy={strategy!r} needs min_rate, a number in "
+                                 f"[0, 1]; got {min_rate!r}.")
+        if strategy == "f_beta" and not (isinstance(beta, numbers.Real) and beta > 0):
+            raise ValueError(f"beta must be a positive number; got {beta!r}.")
+        dist = self.pair_distance(pairs)
+        y = check_pair_labels(y, dist.shape[0])
+        order = np.argsort(dist, kind="stable")
+        d, pos = dist[order], (y[order] == 1)
+        n = d.shape[0]
+        # Cut k: the k closest pairs are predicted similar. Only cuts between
+        # distinct distances are realisable by a threshold.
+        tp = np.concatenate(([0], np.cumsum(pos)))
+        fp = np.arange(n + 1) - tp
+        n_pos, n_neg = tp[-1], n - tp[-1]
+        fn, tn = n_pos - tp, n_neg - fp
+        valid = np.ones(n + 1, dtype=bool)
+        valid[1:n] = d[1:] > d[:-1]
+        tpr = tp / max(n_pos, 1)
+        tnr = tn / max(n_neg, 1)
+        if strategy == "accuracy":
+            crit = (tp + tn).astype(float)
+        elif strategy == "f_beta":
+            b2 = beta ** 2
+            denom = (1 + b2) * tp + b2 * fn + fp
+            crit = np.where(denom > 0, (1 + b2) * tp / np.maximum(denom, 1), 0.0)
+        elif strategy == "max_tpr":
+            valid &= tnr >= min_rate
+            crit = tpr + 1e-9 * tnr  # ties: prefer the larger true negative rate
+        else:
+            valid &= tpr >= min_rate
+            crit = tnr + 1e-9 * tpr
+        if not valid.any():
+            raise ValueError(f"No threshold reaches min_rate={min_rate} with strategy "
+                             f"{strategy!r} on these pairs.")
+        k = int(np.flatnonzero(valid)[np.argmax(crit[valid])])
+        if k == 0:
+            threshold = d[0] - max(1.0, abs(d[0]))
+        elif k == n:
+            threshold = d[-1] + max(1.0, abs(d[-1]))
+        else:
+            threshold = 0.5 * (d[k - 1] + d[k])
+        self.threshold_ = float(threshold)
+        return self
+
+
+class TripletsClassifierMixin:
+    """Classifier API for learners fitted on triplets (anchor, closer, farther).
+
+    ``decision_function`` is ``d(anchor, farther) − d(anchor, closer)``: positive when
+    the learned metric orders the triplet as given; ``predict`` is its sign (±1) and
+    ``score`` the fraction of triplets ordered correctly.
+    """
+
+    _tuple_size = 3
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def _validate_triplets_fit(self, triplets):
+        """Check triplets for ``fit``; sets ``n_features_in_``."""
+        triplets = check_tuples(triplets, 3, getattr(self, "preprocessor", None))
+        self.n_features_in_ = triplets.shape[2]
+        return triplets
+
+    def decision_function(self, triplets):
+        """``d(anchor, farther) − d(anchor, closer)`` for each triplet.
+
+        Parameters
+        ----------
+        triplets : array-like of shape (n_triplets, 3, n_features) or (n_triplets, 3)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_triplets,)
+        """
+        t = self._check_tuples(triplets, 3)
+        G = self.components_
+        return (_row_norms((t[:, 0] - t[:, 2]) @ G.T)
+                - _row_norms((t[:, 0] - t[:, 1]) @ G.T))
+
+    def predict(self, triplets):
+        """+1 where the anchor is strictly closer to the second point, else −1."""
+        return np.where(self.decision_function(triplets) > 0, 1, -1)
+
+    def score(self, triplets, y=None):
+        """Fraction of triplets whose order the learned metric respects."""
+        return float(np.mean(self.predict(triplets) == 1))
+
+
+# ---------------------------------------------------------------------------
+# Initialisation helpers
+
+_INIT_COMPONENTS = ("auto", "pca", "lda", "identity", "random")
+_INIT_METRIC = ("identity", "covariance", "random")
+
+
+def initialize_components(n_components, X, y=None, init="auto", random_state=None):
+    """Initial components ``G`` of shape (n_components, n_features).
+
+    Parameters
+    ----------
+    n_components : int
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,), optional
+        Needed for 'lda' (and used by 'auto').
+    init : {'auto', 'pca', 'lda', 'identity', 'random'} or array of shape \
+(n_components, n_features)
+        'auto' picks 'lda' when ``n_components ≤ min(n_features, n_classes − 1)``,
+        else 'pca' when ``n_components < min(n_samples, n_features)``, else
+        'identity' (as scikit-learn's NeighborhoodComponentsAnalysis).
+    random_state : int, RandomState or None
+        For 'random'.
+
+    Returns
+    -------
+    G : ndarray of shape (n_components, n_features)
+    """
+    n_samples, n_features = X.shape
+    if not isinstance(init, str):
+        G = check_points_array(init, name="init")
+        if G.shape != (n_components, n_features):
+            raise ValueError(f"init array must have shape (n_components, n_features) = "
+                             f"({n_components}, {n_features}); got {G.shape}.")
+        return G.copy()
+    if init not in _INIT_COMPONENTS:
+        raise ValueError(f"init must be one of {_INIT_COMPONENTS} or an array; got "
+                         f"{init!r}.")
+    n_classes = np.unique(y).shape[0] if y is not None else 0
+    if init == "auto":
+        if y is not None and n_components <= min(n_features, n_classes - 1):
+            init = "lda"
+        elif n_components < min(n_samples, n_features):
+            init = "pca"
+        else:
+            init = "identity"
+    if init == "identity":
+        return np.eye(n_components, n_features)
+    if init == "random":
+        return check_random_state(random_state).standard_normal((n_components,
+                                                                 n_features))
+    if init == "pca":
+        from sklearn.decomposition import PCA
+
+        if n_components > min(n_samples, n_features):
+            raise ValueError(f"init='pca' needs n_components ≤ min(n_samples, "
+                             f"n_features) = {min(n_samples, n_features)}; got "
+                             f"{n_components}.")
+        return PCA(n_components=n_components, svd_solver="full").fit(X).components_
+    # lda
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    if y is None:
+        raise ValueError("init='lda' needs class labels y.")
+    if n_components > min(n_features, n_classes - 1):
+        raise ValueError(f"init='lda' needs n_components ≤ min(n_features, n_classes − "
+                         f"1) = {min(n_features, n_classes - 1)}; got {n_components}.")
+    lda = LinearDiscriminantAnalysis(n_components=n_components, solver="svd").fit(X, y)
+    return lda.scalings_[:, :n_components].T.copy()
+
+
+def initialize_metric(X, init="identity", random_state=None, name="init"):
+    """Initial (or prior) PSD matrix ``A`` of shape (n_features, n_features).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Points (for tuples: all the points of the tuples, stacked).
+    init : {'identity', 'covariance', 'random'} or array of shape (d, d)
+        'covariance' is the (pseudo-)inverse of the covariance of ``X``; 'random' a
+        random symmetric positive definite matrix; an array must be symmetric PSD.
+    random_state : int, RandomState or None
+    name : str
+        The parameter's name, for error messages.
+
+    Returns
+    -------
+    A : ndarray of shape (n_features, n_features)
+    """
+    n_features = X.shape[1]
+    if not isinstance(init, str):
+        A = check_psd(init, name=name)
+        if A.shape != (n_features, n_features):
+            raise ValueError(f"{name} must have shape ({n_features}, {n_features}); got "
+                             f"{A.shape}.")
+        return A.copy()
+    if init not in _INIT_METRIC:
+        raise ValueError(f"{name} must be one of {_INIT_METRIC} or an array; got "
+                         f"{init!r}.")
+    if init == "identity":
+        return np.eye(n_features)
+    if init == "covariance":
+        if X.shape[0] < 2:
+            raise ValueError(f"{name}='covariance' needs at least 2 points.")
+        return pinvh(np.atleast_2d(np.cov(X, rowvar=False)))
+    from sklearn.datasets import make_spd_matrix
+
+    return make_spd_matrix(n_features, random_state=check_random_state(random_state))

@@ -1,0 +1,60 @@
+"""Covariance: the Mahalanobis distance of the data's own covariance (whitening)."""
+
+import numpy as np
+from scipy.linalg import pinvh
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from ._validation import check_points
+from .base import MahalanobisMixin
+from .linalg import components_from_metric
+
+
+class Covariance(MahalanobisMixin, TransformerMixin, BaseEstimator):
+    """Covariance metric: ``A = Σ⁻¹``, the inverse covariance of the training data.
+
+    An unsupervised baseline: ``transform`` whitens the data (the transformed training
+    set has identity covariance). When ``Σ`` is singular (e.g. constant or collinear
+    features) the Moore–Penrose pseudo-inverse is used, so directions without variance
+    get zero weight.
+
+    Parameters
+    ----------
+    preprocessor : array-like or callable, optional
+        If an array ``X``, points may be given as integer indices into it; if a
+        callable, it maps a 1-D array of identifiers to points.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_features, n_features)
+        ``G`` with ``Gᵀ G = Σ⁺``.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mahal import Covariance
+    >>> X = np.random.default_rng(0).normal(size=(100, 3)) * [1.0, 5.0, 0.1]
+    >>> Xw = Covariance().fit_transform(X)
+    >>> np.allclose(np.cov(Xw, rowvar=False), np.eye(3))
+    True
+    """
+
+    def __init__(self, preprocessor=None):
+        self.preprocessor = preprocessor
+
+    def fit(self, X, y=None):
+        """Fit to the points ``X`` (``y`` is ignored).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), n_samples ≥ 2
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        X = check_points(self, X, ensure_min_samples=2)
+        cov = np.atleast_2d(np.cov(X, rowvar=False))
+        self.components_ = components_from_metric(pinvh(cov))
+        return self

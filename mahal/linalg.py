@@ -1,0 +1,126 @@
+"""Linear algebra on Mahalanobis matrices.
+
+``A = Gᵀ G`` is positive semi-definite (PSD); every learner stores ``G`` as
+``components_``. This module converts between the two (handling rank-deficient ``A``),
+projects symmetric matrices onto the PSD cone, and checks PSD-ness. The projection is
+also provided as a numba kernel (:func:`psd_project_nb`) for solvers that call it in
+their inner loop; numba compiles it on first use (and caches it on disk), never at
+import.
+"""
+
+import numpy as np
+import scipy.linalg
+from numba import njit
+
+
+def symmetrize(A):
+    """Return ``(A + Aᵀ) / 2``."""
+    A = np.asarray(A, dtype=np.float64)
+    return 0.5 * (A + A.T)
+
+
+def psd_project(A):
+    """Project a symmetric matrix onto the PSD cone (nearest in Frobenius norm).
+
+    Eigen-decomposes the symmetric part of ``A`` and clips negative eigenvalues to 0.
+
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+
+    Returns
+    -------
+    A_psd : ndarray of shape (d, d)
+        Symmetric PSD matrix.
+    """
+    w, V = np.linalg.eigh(symmetrize(A))
+    np.maximum(w, 0.0, out=w)
+    return symmetrize((V * w) @ V.T)
+
+
+@njit(cache=True)
+def psd_project_nb(A):
+    """Numba version of :func:`psd_project`, for use inside compiled solvers.
+
+    Returns ``(A_psd, w)`` where ``w`` are the clipped eigenvalues (ascending).
+    """
+    S = 0.5 * (A + A.T)
+    w, V = np.linalg.eigh(S)
+    d = w.shape[0]
+    for i in range(d):
+        if w[i] < 0.0:
+            w[i] = 0.0
+    Vw = V * w
+    P = Vw @ V.T
+    return 0.5 * (P + P.T), w
+
+
+def metric_from_components(G):
+    """``A = Gᵀ G`` for components ``G`` of shape (n_components, n_features)."""
+    G = np.asarray(G, dtype=np.float64)
+    return G.T @ G
+
+
+def components_from_metric(A, tol=None):
+    """Components ``G`` (shape (d, d)) with ``Gᵀ G = A`` for a PSD matrix ``A``.
+
+    Uses a Cholesky factorisation when ``A`` is positive definite (``G = Lᵀ`` with
+    ``A = L Lᵀ``, upper triangular) and an eigen decomposition otherwise
+    (``G = diag(√λ) Vᵀ``, with rows for zero eigenvalues equal to zero), so that a
+    rank-deficient ``A`` round-trips exactly.
+
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+        Symmetric PSD matrix.
+    tol : float, optional
+        Eigenvalues above ``-tol`` are accepted as PSD (clipped to 0). Default
+        ``d * eps * max|λ|`` scaled by 1e3.
+
+    Returns
+    -------
+    G : ndarray of shape (d, d)
+    """
+    A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+    check_square(A, "A")
+    A = symmetrize(A)
+    try:
+        L = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is not None and np.all(np.diag(L) > 0) and np.all(np.isfinite(L)):
+        return L.T.copy()
+    w, V = np.linalg.eigh(A)
+    scale = np.abs(w).max() if w.size else 0.0
+    if tol is None:
+        tol = 1e3 * A.shape[0] * np.finfo(float).eps * scale
+    if w.size and w.min() < -tol:
+        raise ValueError(f"A is not positive semi-definite: its smallest eigenvalue is "
+                         f"{w.min():.3g}.")
+    w = np.clip(w, 0.0, None)
+    return (V * np.sqrt(w)).T[::-1].copy()
+
+
+def check_square(A, name="A"):
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"{name} must be a square 2-D matrix; got shape {A.shape}.")
+
+
+def check_psd(A, name="A", tol=1e-8):
+    """Raise ``ValueError`` unless ``A`` is symmetric PSD (relative tolerance ``tol``).
+
+    Returns the symmetrised matrix.
+    """
+    A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+    check_square(A, name)
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    scale = max(np.abs(A).max(), np.finfo(float).tiny)
+    if np.abs(A - A.T).max() > tol * scale:
+        raise ValueError(f"{name} must be symmetric.")
+    A = symmetrize(A)
+    w = scipy.linalg.eigvalsh(A)
+    if w.min() < -tol * scale:
+        raise ValueError(f"{name} must be positive semi-definite; its smallest "
+                         f"eigenvalue is {w.min():.3g}.")
+    return A
