@@ -97,6 +97,13 @@ def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
     """
     X = preprocess_points(X, getattr(estimator, "preprocessor", None))
     _reject_sparse(X, "X")
+    ndim = getattr(X, "ndim", None)
+    if ndim is not None and ndim > 2:
+        raise ValueError(
+            f"X must be a 2-D array of shape (n_samples, n_features); got an array of "
+            f"shape {X.shape}. Tuples of points (pairs, triplets) are for the weakly "
+            f"supervised learners such as MMC."
+        )
     kwargs = dict(dtype=np.float64, reset=reset, ensure_min_samples=ensure_min_samples)
     if y is None:
         X = validate_data(estimator, X, **kwargs)

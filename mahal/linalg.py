@@ -74,8 +74,9 @@ def components_from_metric(A, tol=None):
     A : array-like of shape (d, d)
         Symmetric PSD matrix.
     tol : float, optional
-        Eigenvalues above ``-tol`` are accepted as PSD (clipped to 0). Default
-        ``d * eps * max|λ|`` scaled by 1e3.
+        Eigenvalues above ``-tol`` are accepted as PSD and those below ``tol`` are
+        set to 0; and a Cholesky
+        pivot must exceed ``sqrt(tol)``. Default ``1e3 · d · eps · max|A_ij|``.
 
     Returns
     -------
@@ -88,16 +89,18 @@ def components_from_metric(A, tol=None):
         L = np.linalg.cholesky(A)
     except np.linalg.LinAlgError:
         L = None
-    if L is not None and np.all(np.diag(L) > 0) and np.all(np.isfinite(L)):
-        return L.T.copy()
-    w, V = np.linalg.eigh(A)
-    scale = np.abs(w).max() if w.size else 0.0
+    scale = np.abs(A).max() if A.size else 0.0
     if tol is None:
         tol = 1e3 * A.shape[0] * np.finfo(float).eps * scale
+    # Cholesky also succeeds on numerically singular matrices, with tiny pivots: keep
+    # it only when every pivot is clearly non-zero, so that rank deficiency shows.
+    if L is not None and np.all(np.isfinite(L)) and np.min(np.diag(L)) ** 2 > tol:
+        return L.T.copy()
+    w, V = np.linalg.eigh(A)
     if w.size and w.min() < -tol:
         raise ValueError(f"A is not positive semi-definite: its smallest eigenvalue is "
                          f"{w.min():.3g}.")
-    w = np.clip(w, 0.0, None)
+    w[w <= tol] = 0.0  # numerical zeros: exact zero rows show the rank
     return (V * np.sqrt(w)).T[::-1].copy()
 
 
