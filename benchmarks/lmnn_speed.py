@@ -1,0 +1,239 @@
+"""LMNN speed and accuracy: mahal.LMNN vs pylmnn (run in its own virtualenv).
+
+For each data set the same arrays are saved to an npz; pylmnn (defaults
+``n_neighbors=3, max_iter=50``) fits them in a subprocess of
+``/work/peer-venv/bin/python`` (override with $PEER_PYTHON), mahal fits them here after
+a warm-up fit (numba compilation, timed separately). Reported: fit time, 3-NN test
+error in the learned space, the time of one exact brute-force kNN graph of the training
+set (``NearestNeighbors(n_neighbors=k+1).fit(X).kneighbors(X)``), and peak memory of the
+mahal fit (VmHWM).
+
+Usage::
+
+    python benchmarks/lmnn_speed.py digits letter          # speed vs pylmnn
+    python benchmarks/lmnn_speed.py --paper iris wine balance --splits 20
+    python benchmarks/lmnn_speed.py mnist --no-peer         # 60000 x 164 (PCA)
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+DATA = os.environ.get("MAHAL_DATA", "/work/shared/datasets")
+PEER = os.environ.get("PEER_PYTHON", "/work/peer-venv/bin/python")
+
+PEER_SCRIPT = r"""
+import sys, time, json, numpy as np
+from pylmnn import LargeMarginNearestNeighbor
+from sklearn.neighbors import KNeighborsClassifier
+d = np.load(sys.argv[1])
+Xtr, ytr, Xte, yte = d['Xtr'], d['ytr'], d['Xte'], d['yte']
+t = time.perf_counter()
+m = LargeMarginNearestNeighbor(n_neighbors=3, max_iter=50).fit(Xtr, ytr)
+t = time.perf_counter() - t
+knn = KNeighborsClassifier(3).fit(m.transform(Xtr), ytr)
+err = 1 - knn.score(m.transform(Xte), yte)
+print(json.dumps(dict(time=t, err=err, n_iter=int(m.n_iter_))))
+"""
+
+
+def _peak_reset():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def load(name, seed=0):
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y,
+                                              random_state=seed)
+    elif name in ("iris", "wine", "balance"):
+        if name == "balance":
+            d = np.load(os.path.join(DATA, "balance.npz"))
+            X, y = d["X"], d["y"]
+        else:
+            from sklearn import datasets
+
+            X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y,
+                                              random_state=seed)
+    elif name == "letter":
+        d = np.load(os.path.join(DATA, "letter.npz"))
+        X, y = d["X"], d["y"]
+        Xtr, ytr, Xte, yte = X[:16000], y[:16000], X[16000:], y[16000:]
+    elif name in ("mnist", "isolet"):
+        from sklearn.decomposition import PCA
+
+        d = np.load(os.path.join(DATA, f"{name}.npz"))
+        Xtr, ytr, Xte, yte = d["X"], d["y"], d["X_test"], d["y_test"]
+        if name == "mnist":  # pixels 0-255 -> [0, 1] (the margin 1 is absolute)
+            Xtr, Xte = Xtr / 255.0, Xte / 255.0
+        pca = PCA(n_components={"mnist": 164, "isolet": 172}[name],
+                  random_state=0).fit(Xtr)
+        return pca.transform(Xtr), ytr, pca.transform(Xte), yte
+    else:
+        raise ValueError(name)
+    sc = StandardScaler().fit(Xtr)
+    return sc.transform(Xtr), ytr, sc.transform(Xte), yte
+
+
+def knn_graph_time(X, k=3):
+    from sklearn.neighbors import NearestNeighbors
+
+    t = time.perf_counter()
+    NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(X).kneighbors(X)
+    return time.perf_counter() - t
+
+
+def knn_error(Ztr, ytr, Zte, yte):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return 1 - KNeighborsClassifier(3).fit(Ztr, ytr).score(Zte, yte)
+
+
+def run_mahal(Xtr, ytr, Xte, yte, **params):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from mahal import LMNN
+
+    exact = _peak_reset()
+    rss0 = _rss_kib()
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = LMNN(**params).fit(Xtr, ytr)
+    t = time.perf_counter() - t
+    peak = (_peak_kib() - rss0) / 1024 if exact else float("nan")
+    err = knn_error(m.transform(Xtr), ytr, m.transform(Xte), yte)
+    return dict(time=t, err=err, n_iter=m.n_iter_, peak_mb=peak), m
+
+
+def run_peer(Xtr, ytr, Xte, yte):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data.npz")
+        np.savez(path, Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte)
+        out = subprocess.run([PEER, "-c", PEER_SCRIPT, path], capture_output=True,
+                             text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def warm_up():
+    from mahal import LMNN, LMNNEnergyClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = np.arange(60) % 3
+    import warnings
+
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LMNN(max_iter=5).fit(X, y)
+    LMNNEnergyClassifier().fit(X, y).predict(X)
+    return time.perf_counter() - t
+
+
+def speed(names, peer=True, params=None, repeats=1):
+    params = params or {}
+    print(f"warm-up (numba compile/cache load): {warm_up():.2f} s")
+    hdr = (f"{'data':8} {'n':>6} {'d':>4} {'mahal s':>8} {'err%':>6} {'iter':>5} "
+           f"{'peakMB':>7} {'pylmnn s':>9} {'err%':>6} {'speedup':>8} {'kNN s':>7} "
+           f"{'fit/kNN':>8}")
+    print(hdr)
+    rows = []
+    for name in names:
+        Xtr, ytr, Xte, yte = load(name)
+        res = min((run_mahal(Xtr, ytr, Xte, yte, **params)[0] for _ in range(repeats)),
+                  key=lambda r: r["time"])
+        tk = min(knn_graph_time(Xtr) for _ in range(2))
+        pr = run_peer(Xtr, ytr, Xte, yte) if peer else None
+        row = dict(data=name, n=Xtr.shape[0], d=Xtr.shape[1], mahal=res, knn=tk,
+                   peer=pr)
+        rows.append(row)
+        ptime = f"{pr['time']:9.2f} {100 * pr['err']:6.2f} {pr['time'] / res['time']:7.1f}x" \
+            if pr else f"{'-':>9} {'-':>6} {'-':>8}"
+        print(f"{name:8} {Xtr.shape[0]:6} {Xtr.shape[1]:4} {res['time']:8.2f} "
+              f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
+              f"{tk:7.2f} {res['time'] / tk:8.2f}")
+        sys.stdout.flush()
+    return rows
+
+
+def paper(names, splits=20, params=None):
+    from mahal import LMNN, LMNNEnergyClassifier
+
+    params = params or {}
+    warm_up()
+    print(f"{'data':8} {'euclid 3NN%':>12} {'LMNN 3NN%':>10} {'energy%':>8}  (mean over "
+          f"{splits} random 70/30 splits)")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    for name in names:
+        e = []
+        for seed in range(splits):
+            Xtr, ytr, Xte, yte = load(name, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                m = LMNN(**params).fit(Xtr, ytr)
+            clf = LMNNEnergyClassifier(m, prefit=True).fit(Xtr, ytr)
+            e.append((knn_error(Xtr, ytr, Xte, yte),
+                      knn_error(m.transform(Xtr), ytr, m.transform(Xte), yte),
+                      1 - clf.score(Xte, yte)))
+        e = 100 * np.mean(e, axis=0)
+        print(f"{name:8} {e[0]:12.2f} {e[1]:10.2f} {e[2]:8.2f}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--paper", action="store_true")
+    ap.add_argument("--splits", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--params", default="{}", help="JSON dict of LMNN parameters")
+    a = ap.parse_args()
+    params = json.loads(a.params)
+    if a.paper:
+        paper(a.datasets, a.splits, params)
+    else:
+        speed(a.datasets, peer=not a.no_peer, params=params, repeats=a.repeats)
+
+
+if __name__ == "__main__":
+    main()
