@@ -645,3 +645,19 @@ def write_json(obj, path):
 
     with open(path, "w") as f:
         json.dump(nan_to_none(obj), f, indent=1, default=default)
+
+
+def write_outputs(out, stem, cfg, header, table, messages, records, summary, wall):
+    """Write ``<stem>.md`` (header, table, messages), ``<stem>.csv`` (every fit),
+    ``<stem>_summary.csv`` and ``<stem>.json`` to ``out``; return the file names."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(header + "\n\n" + table + "\n")
+        for m in messages:
+            f.write(f"\n- {m}\n")
+    write_csv(records, os.path.join(out, f"{stem}.csv"))
+    write_csv(summary, os.path.join(out, f"{stem}_summary.csv"))
+    write_json({"config": vars(cfg), "wall_time": wall, "messages": messages,
+                "summary": summary, "records": records},
+               os.path.join(out, f"{stem}.json"))
+    return [f"{stem}.md", f"{stem}.csv", f"{stem}_summary.csv", f"{stem}.json"]

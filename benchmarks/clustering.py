@@ -151,18 +151,8 @@ def run(args, parser):
     table = clustering_table(summary)
     header = (f"k-means adjusted Rand index on the test set, {cfg.repeats} random "
               f"70/30 splits, seed {cfg.seed}, wall time {wall:.1f} s.")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "clustering.md"), "w") as f:
-        f.write(header + "\n\n" + table + "\n")
-        for m in messages:
-            f.write(f"\n- {m}\n")
-    H.write_csv(records, os.path.join(args.out, "clustering.csv"))
-    H.write_csv(summary, os.path.join(args.out, "clustering_summary.csv"))
-    H.write_json({"config": vars(cfg), "wall_time": wall, "messages": messages,
-                  "summary": summary, "records": records},
-                 os.path.join(args.out, "clustering.json"))
-    files = ["clustering.md", "clustering.csv", "clustering_summary.csv",
-             "clustering.json"]
+    files = H.write_outputs(args.out, "clustering", cfg, header, table, messages,
+                            records, summary, wall)
     if not args.no_plots and plot_synthetic(
             embeddings, os.path.join(args.out, "clustering_synthetic.png"), cfg.seed):
         files.append("clustering_synthetic.png")

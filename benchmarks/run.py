@@ -68,7 +68,7 @@ that prints nothing for ``--timeout`` seconds (per fit; peers, default 600) is k
 and its rows say ``timeout``; a peer that does not import or fails says ``failed: …``.
 
 Output (``--out``, default ``benchmark-results/``): ``results.csv`` (every
-measurement), ``summary.csv``, ``results.json`` (configuration, measurements, summary,
+measurement), ``results_summary.csv``, ``results.json`` (configuration, measurements, summary,
 messages, wall time), ``results.md`` (the table), ``error.png``, ``fit_time.png``,
 ``embedding_<data set>.png``.
 """
@@ -188,19 +188,10 @@ def main(argv=None):
         return 2
     summary = H.summarise(records, cfg)
     table = H.markdown_table(summary)
-    os.makedirs(args.out, exist_ok=True)
     header = (f"Protocol {cfg.protocol}, {cfg.k}-NN, seed {cfg.seed}, repeats "
               f"{cfg.repeats} (random splits only), wall time {wall:.1f} s.")
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(header + "\n\n" + table + "\n")
-        for m in messages:
-            f.write(f"\n- {m}\n")
-    H.write_csv(records, os.path.join(args.out, "results.csv"))
-    H.write_csv(summary, os.path.join(args.out, "summary.csv"))
-    H.write_json({"config": vars(cfg), "wall_time": wall, "messages": messages,
-                  "summary": summary, "records": records},
-                 os.path.join(args.out, "results.json"))
-    files = ["results.csv", "summary.csv", "results.json", "results.md"]
+    files = H.write_outputs(args.out, "results", cfg, header, table, messages, records,
+                            summary, wall)
     if not args.no_plots:
         import _plots
         _plots.plot_errors(summary, os.path.join(args.out, "error.png"), cfg.k)

@@ -23,7 +23,7 @@ def _run(tmp_path, *args, out="out"):
 
 
 def _summary(out_dir):
-    with open(out_dir / "summary.csv") as f:
+    with open(out_dir / "results_summary.csv") as f:
         return list(csv.DictReader(f))
 
 
