@@ -185,8 +185,11 @@ def speed(names, peer=True, params=None, repeats=1):
         row = dict(data=name, n=Xtr.shape[0], d=Xtr.shape[1], mahal=res, knn=tk,
                    peer=pr)
         rows.append(row)
-        ptime = f"{pr['time']:9.2f} {100 * pr['err']:6.2f} {pr['time'] / res['time']:7.1f}x" \
-            if pr else f"{'-':>9} {'-':>6} {'-':>8}"
+        if pr:
+            ptime = (f"{pr['time']:9.2f} {100 * pr['err']:6.2f} "
+                     f"{pr['time'] / res['time']:7.1f}x")
+        else:
+            ptime = f"{'-':>9} {'-':>6} {'-':>8}"
         print(f"{name:8} {Xtr.shape[0]:6} {Xtr.shape[1]:4} {res['time']:8.2f} "
               f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
               f"{tk:7.2f} {res['time'] / tk:8.2f}")

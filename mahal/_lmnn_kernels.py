@@ -1,0 +1,331 @@
+"""Numba kernels of LMNN: impostor search, loss, and gradient weights.
+
+All kernels are pure functions of float64 / int64 arrays (one signature each, so the
+compile cost is paid once and cached on disk). Notation:
+
+- ``Z`` (n, r): the points in the current transformed space, ``Z = X Lᵀ``;
+- ``tn`` (n, k): target neighbours (indices, −1 where a point of a small class has
+  fewer than k);
+- the impostor *candidates* are stored as a directed CSR graph ``(indptr, indices)``:
+  row ``i`` lists the points ``l`` of other classes that may be impostors of ``i``
+  (a superset of the true impostors; the loss kernel filters them exactly).
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _sqdist(Z, a, b):
+    s = 0.0
+    for t in range(Z.shape[1]):
+        u = Z[a, t] - Z[b, t]
+        s += u * u
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def target_distances(Z, tn, r0, r1, radius):
+    """Margin radii: squared distance to the farthest target neighbour + 1.
+
+    Writes ``radius[i] = 1 + max_j d_ij`` for ``r0 ≤ i < r1`` (0 for a point
+    without target neighbours: it has no triplets).
+    """
+    k = tn.shape[1]
+    for i in range(r0, r1):
+        rmax = -1.0
+        for jj in range(k):
+            j = tn[i, jj]
+            if j < 0:
+                continue
+            d = _sqdist(Z, i, j)
+            if d > rmax:
+                rmax = d
+        radius[i] = rmax + 1.0 if rmax >= 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def scan_block(G, norm_rows, norm_cols, rest_rows, rest_cols, rows, cols, y,
+               rho2_rows, rho2_cols, both, check_y):
+    """Turn one block of dot products into directed impostor-candidate pairs.
+
+    The points are split in two groups of coordinates, ``z = (u, v)``:
+    ``G[a, b] = u_rows[a] · u_cols[b]`` (a BLAS product), ``norm_* = ‖u‖²`` and
+    ``rest_* = v`` (possibly with 0 columns). ``‖u_a − u_b‖²`` is a lower bound of
+    the squared distance: only pairs below a radius with it get ``‖v_a − v_b‖²``
+    added. Emits ``rows[a] → cols[b]`` when the distance is below ``rho2_rows[a]``
+    and, if ``both``, ``cols[b] → rows[a]`` when it is below ``rho2_cols[b]`` — for
+    pairs of different labels ``y`` (checked only if ``check_y``; blocks of distinct
+    classes need no check).
+
+    Two passes (count per row, then fill the rows that have pairs); with no ``v``
+    the count is branch-free (vectorised). Returns ``(src, dst)`` int64 arrays.
+    """
+    m, nb = G.shape
+    q = rest_rows.shape[1]
+    counts = np.zeros(m + 1, dtype=np.int64)
+    for a in range(m):
+        ri = rho2_rows[a]
+        na = norm_rows[a]
+        c = 0
+        if q == 0:
+            if both:
+                for b in range(nb):
+                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                    c += (d < ri) + (d < rho2_cols[b])
+            else:
+                for b in range(nb):
+                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                    c += d < ri
+        else:
+            for b in range(nb):
+                d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                thr = ri
+                if both and rho2_cols[b] > thr:
+                    thr = rho2_cols[b]
+                if d < thr:
+                    for t in range(q):
+                        u = rest_rows[a, t] - rest_cols[b, t]
+                        d += u * u
+                    c += d < ri
+                    if both:
+                        c += d < rho2_cols[b]
+        counts[a + 1] = c
+    for a in range(m):
+        counts[a + 1] += counts[a]
+    total = counts[m]
+    src = np.empty(total, dtype=np.int64)
+    dst = np.empty(total, dtype=np.int64)
+    p = 0
+    for a in range(m):
+        if counts[a + 1] == counts[a]:
+            continue
+        i = rows[a]
+        ri = rho2_rows[a]
+        na = norm_rows[a]
+        yi = y[i]
+        for b in range(nb):
+            d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+            thr = ri
+            if both and rho2_cols[b] > thr:
+                thr = rho2_cols[b]
+            if d >= thr:
+                continue
+            for t in range(q):
+                u = rest_rows[a, t] - rest_cols[b, t]
+                d += u * u
+            if d < ri:
+                lb = cols[b]
+                if not (check_y and y[lb] == yi):
+                    src[p] = i
+                    dst[p] = lb
+                    p += 1
+            if both and d < rho2_cols[b]:
+                lb = cols[b]
+                if not (check_y and y[lb] == yi):
+                    src[p] = lb
+                    dst[p] = i
+                    p += 1
+    return src[:p], dst[:p]
+
+
+@njit(cache=True)
+def group_by(keys, n):
+    """Counting sort: ``ptr`` (n + 1) and a stable permutation grouping ``keys``."""
+    m = keys.shape[0]
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for p in range(m):
+        ptr[keys[p] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    perm = np.empty(m, dtype=np.int64)
+    for p in range(m):
+        q = keys[p]
+        perm[fill[q]] = p
+        fill[q] += 1
+    return ptr, perm
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def loss_weights(Z, tn, indptr, indices, mu, smooth, r0, r1, row_loss, wt, wimp,
+                 row_active):
+    """LMNN loss and the pair weights of its gradient.
+
+    Loss ``Σ_i [(1 − μ) Σ_j d_ij + μ Σ_{j, l ∈ cand(i)} h(1 + d_ij − d_il)]`` with
+    ``h`` the hinge (``smooth = 0``) or the Huber-smoothed hinge of width ``smooth``
+    (``t²/(2s)`` on ``[0, s]``, ``t − s/2`` above). The gradient w.r.t. ``M`` is
+    ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p wimp[p] x_il x_ilᵀ``.
+
+    Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
+    writes ``row_loss`` (n,), ``wt`` (n, k), ``wimp`` (nnz,), ``row_active`` (n,)
+    (number of triplets with positive hinge argument) for those rows.
+    """
+    k = tn.shape[1]
+    dti = np.zeros(k)
+    for i in range(r0, r1):
+        pull = 0.0
+        rmax = -1.0
+        for jj in range(k):
+            j = tn[i, jj]
+            if j < 0:
+                wt[i, jj] = 0.0
+                continue
+            d = _sqdist(Z, i, j)
+            dti[jj] = d
+            pull += d
+            if d > rmax:
+                rmax = d
+            wt[i, jj] = 1.0 - mu
+        push = 0.0
+        act = 0
+        if rmax >= 0.0:
+            rad = rmax + 1.0
+            for p in range(indptr[i], indptr[i + 1]):
+                wimp[p] = 0.0
+                d = _sqdist(Z, i, indices[p])
+                if d >= rad:
+                    continue
+                w = 0.0
+                for jj in range(k):
+                    if tn[i, jj] < 0:
+                        continue
+                    t = 1.0 + dti[jj] - d
+                    if t > 0.0:
+                        act += 1
+                        if t >= smooth:
+                            push += t - 0.5 * smooth
+                            g = 1.0
+                        else:
+                            push += 0.5 * t * t / smooth
+                            g = t / smooth
+                        wt[i, jj] += mu * g
+                        w += g
+                wimp[p] = -mu * w
+        else:
+            for p in range(indptr[i], indptr[i + 1]):
+                wimp[p] = 0.0
+        row_loss[i] = (1.0 - mu) * pull + mu * push
+        row_active[i] = act
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
+                  a_src, r0, r1, U):
+    """``U = Lap(W) Z`` for the weighted pair graph, so that the gradient w.r.t. ``L``
+    is ``2 Uᵀ X``.
+
+    The graph has the target pairs ``(i, tn[i, j])`` with weights ``wt`` and the
+    active impostor pairs ``(a_src[p], a_dst[p])`` with weights ``a_w`` (grouped by
+    source with ``a_ptr``). ``U_a = Σ_b w_ab (z_a − z_b)`` over the pairs (a, b) and
+    (b, a); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by their
+    second point) make each row independent, so no atomics are needed. Writes the
+    rows ``r0 ≤ i < r1`` of ``U``.
+    """
+    k = tn.shape[1]
+    r = Z.shape[1]
+    acc = np.zeros(r)
+    for i in range(r0, r1):
+        acc[:] = 0.0
+        for jj in range(k):
+            j = tn[i, jj]
+            if j < 0:
+                continue
+            w = wt[i, jj]
+            for t in range(r):
+                acc[t] += w * (Z[i, t] - Z[j, t])
+        for p in range(a_ptr[i], a_ptr[i + 1]):
+            w = a_w[p]
+            lb = a_dst[p]
+            for t in range(r):
+                acc[t] += w * (Z[i, t] - Z[lb, t])
+        for q in range(tn_ptrT[i], tn_ptrT[i + 1]):
+            f = tn_permT[q]
+            s = f // k
+            w = wt[s, f - s * k]
+            for t in range(r):
+                acc[t] += w * (Z[i, t] - Z[s, t])
+        for q in range(a_ptrT[i], a_ptrT[i + 1]):
+            p = a_permT[q]
+            w = a_w[p]
+            s = a_src[p]
+            for t in range(r):
+                acc[t] += w * (Z[i, t] - Z[s, t])
+        for t in range(r):
+            U[i, t] = acc[t]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
+    """LMNN energies of test points (rows of ``D``) for every class.
+
+    ``D`` (m, n): squared learned distances of test points to the training points;
+    ``y`` (n,) training labels in ``[0, C)``; ``class_start`` (C + 1,) offsets of the
+    classes in a class-sorted order; ``dt`` (n, k) squared learned distances of every
+    training point to its target neighbours ``tn`` (−1 = none). For the rows
+    ``r0 ≤ t < r1`` writes ``out[t, c]`` =
+
+        (1 − μ) Σ_{j ∈ kNN_c(t)} D_tj
+        + μ Σ_{j ∈ kNN_c(t)} Σ_{l: y_l ≠ c} [1 + D_tj − D_tl]_+
+        + μ Σ_{i: y_i ≠ c} Σ_{j(i)} [1 + dt_ij − D_ti]_+
+
+    where ``kNN_c(t)`` are the (at most k) nearest training points of class c. Each
+    row is sorted once; per-class sorted distances with prefix sums turn the hinge
+    sums into binary searches: ``O(n log n + C k log n)`` per test point.
+    """
+    n = D.shape[1]
+    C = class_start.shape[0] - 1
+    kk = tn.shape[1]
+    sorted_all = np.empty(n)
+    cum_all = np.empty(n + 1)
+    sorted_cls = np.empty(n)
+    cum_cls = np.empty(n + C)  # per class: a leading 0 then the running sums
+    fill = np.empty(C, dtype=np.int64)
+    third = np.zeros(C)
+    for t in range(r0, r1):
+        row = D[t]
+        order = np.argsort(row)
+        cum_all[0] = 0.0
+        for c in range(C):
+            fill[c] = class_start[c]
+            cum_cls[class_start[c] + c] = 0.0
+        for p in range(n):
+            i = order[p]
+            v = row[i]
+            sorted_all[p] = v
+            cum_all[p + 1] = cum_all[p] + v
+            c = y[i]
+            q = fill[c]
+            sorted_cls[q] = v
+            cum_cls[q + c + 1] = cum_cls[q + c] + v
+            fill[c] = q + 1
+        # third term: the test point as an impostor of training points
+        third[:] = 0.0
+        total = 0.0
+        for i in range(n):
+            s = 0.0
+            dti = row[i]
+            for jj in range(kk):
+                if tn[i, jj] < 0:
+                    continue
+                h = 1.0 + dt[i, jj] - dti
+                if h > 0.0:
+                    s += h
+            third[y[i]] += s
+            total += s
+        for c in range(C):
+            a0 = class_start[c]
+            nc = class_start[c + 1] - a0
+            kc = min(k, nc)
+            pull = 0.0
+            push = 0.0
+            for j in range(kc):
+                dj = sorted_cls[a0 + j]
+                pull += dj
+                a = 1.0 + dj
+                cnt_all = np.searchsorted(sorted_all, a)
+                s_all = cum_all[cnt_all]
+                cnt_c = np.searchsorted(sorted_cls[a0:a0 + nc], a)
+                s_c = cum_cls[a0 + c + cnt_c]
+                push += (cnt_all - cnt_c) * a - (s_all - s_c)
+            out[t, c] = (1.0 - mu) * pull + mu * push + mu * (total - third[c])

@@ -1,0 +1,886 @@
+"""Large Margin Nearest Neighbor (LMNN), Weinberger & Saul, JMLR 10 (2009).
+
+For each point ``i`` its ``k`` target neighbours ``j(i)`` are its ``k`` nearest
+same-class points in the input space, fixed before learning. With squared learned
+distances ``d_ij = ‖L(x_i − x_j)‖²`` the objective is
+
+    ε(L) = (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
+
+(``μ`` = ``regularization``). :func:`lmnn_loss_grad` is the plain function of that
+objective; :class:`LMNN` minimises it over ``L`` with L-BFGS; ``mahal.reference.lmnn``
+hands the same objective (in ``M = LᵀL``) to cvxpy.
+
+Solver design (measured in ``benchmarks/lmnn_speed.py``):
+
+- L-BFGS (scipy ``L-BFGS-B``) on the flattened ``L``. The hinge is Huber-smoothed
+  with a width that shrinks over a few stages (default 1, 0.1, then 0 = the exact
+  hinge), each a warm-started L-BFGS run: the quasi-Newton model needs a smooth
+  function (on the exact hinge alone L-BFGS stalls early, with a worse metric).
+- Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
+  differently-labelled ``l`` within ``(1 + slack)`` times ``i``'s margin radius
+  ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
+  exact current radius, so loss and gradient are exact unless an impostor came from
+  beyond the enlarged radius. The graph is searched again every ``period``
+  evaluations; ``period`` doubles when a search finds nothing that had been missed
+  and halves when it does; the final ``L`` is always verified by a search (and the
+  optimisation continues if anything was missed). ``slack`` halves when the enlarged
+  radius would hold too many candidates (high intrinsic dimension).
+- The search visits each pair of classes once, in blocks of (rows of class c) ×
+  (points of the classes after c), computing dot products with BLAS in float32
+  and comparing with both points' radii in one numba pass. Memory:
+  ``O(n k + candidates + block)``, never ``n × n``.
+- The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair graph
+  ``W`` (target pairs and active impostor pairs), computed per row by a numba kernel:
+  no outer products.
+- Parallelism: the kernels release the GIL and run on row chunks in a thread pool
+  (``n_jobs``); BLAS is limited to one thread during ``fit`` so that two thread pools
+  never spin against each other. Chunks do not depend on ``n_jobs``: results are
+  identical for any number of threads.
+"""
+
+import numbers
+import sys
+import time
+import warnings
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.validation import check_is_fitted
+
+from . import _lmnn_kernels as K
+from ._validation import check_n_components, check_points
+from .base import MahalanobisMixin, initialize_components
+
+_BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
+_STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
+
+
+# ---------------------------------------------------------------------------
+# Target neighbours, impostor search, loss
+
+
+def select_target_neighbors(X, y, n_neighbors):
+    """The ``n_neighbors`` nearest same-class points of every point (input space).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,), int labels
+    n_neighbors : int
+
+    Returns
+    -------
+    tn : ndarray of shape (n_samples, n_neighbors), int64
+        Indices; a point whose class has ``m ≤ n_neighbors`` members gets its ``m − 1``
+        classmates and ``−1`` in the remaining columns.
+    """
+    n = X.shape[0]
+    tn = np.full((n, n_neighbors), -1, dtype=np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        kc = min(n_neighbors, idx.shape[0] - 1)
+        if kc < 1:
+            continue
+        nn = NearestNeighbors(n_neighbors=kc).fit(X[idx])
+        neigh = nn.kneighbors(return_distance=False)
+        tn[idx, :kc] = idx[neigh]
+    return tn
+
+
+def _sq_norms(Z):
+    return np.einsum("ij,ij->i", Z, Z)
+
+
+class _Pool:
+    """Run independent row-chunk tasks on ``n_threads`` Python threads.
+
+    The numba kernels release the GIL and BLAS is limited to one thread during
+    ``fit``, so the threads run truly in parallel without two thread pools (numba's
+    OpenMP and BLAS's) spinning against each other. Results keep task order.
+    """
+
+    def __init__(self, n_threads=1):
+        self.n_threads = max(1, int(n_threads))
+        self._ex = None
+        if self.n_threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._ex = ThreadPoolExecutor(self.n_threads)
+
+    def map(self, fn, tasks):
+        if self._ex is None or len(tasks) <= 1:
+            return [fn(t) for t in tasks]
+        return list(self._ex.map(fn, tasks))
+
+    def ranges(self, n, min_rows=512):
+        """Row chunks; they do not depend on the number of threads, so that sums
+        over chunks (and hence results) are the same for any ``n_jobs``."""
+        n_chunks = min(32, max(1, n // min_rows))
+        bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
+        return [(int(bounds[c]), int(bounds[c + 1])) for c in range(n_chunks)]
+
+    def close(self):
+        if self._ex is not None:
+            self._ex.shutdown()
+            self._ex = None
+
+
+_SERIAL = _Pool(1)
+
+
+def find_impostors(Z, y, rho2, rows=None, pool=_SERIAL, low_precision=False,
+                   max_pairs=None, split_dim=None):
+    """Directed impostor candidates: ``i → l`` with ``y_l ≠ y_i`` and
+    ``‖z_i − z_l‖² < rho2[i]``.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n, r)
+        Points in the transformed space.
+    y : ndarray of shape (n,), int64
+    rho2 : ndarray of shape (n,)
+        Squared search radius of every point.
+    rows : ndarray of int64, optional
+        Search only these rows (against all points); default: all rows, each
+        unordered pair of classes visited once, in blocks of (class-c rows) × (points
+        of the classes after c).
+    pool : _Pool
+        Threads for the blocks.
+    low_precision : bool, default=False
+        Compute the dot products in float32 (twice as fast). Only for enlarged
+        radii: a pair's squared distance may then be off by ~1e-6 of the squared
+        norms, which the solver's margin of safety (``slack``) absorbs; the loss
+        kernel recomputes every candidate's distance in float64.
+    max_pairs : int, optional
+        Give up (return None) as soon as more pairs than this are found.
+    split_dim : int, optional
+        If given (and smaller than r), rotate Z to its principal axes and use the
+        first ``split_dim`` coordinates as a lower bound that rejects pairs before
+        the other coordinates are added. Not used by the solver: on MNIST (PCA-164,
+        n = 20000) the bound rejected too few pairs and the search took 10 s
+        instead of 1.8 s with one plain float32 product.
+
+    Returns
+    -------
+    src, dst : ndarray of int64
+        (None if ``max_pairs`` was exceeded.)
+    """
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    rho2 = np.asarray(rho2, dtype=np.float64)
+    tasks = []
+    n, r = Z.shape
+    if rows is None:
+        # Class-sorted copy: the rows of class c and the points of the classes
+        # after c are contiguous slices (no gathers per block).
+        order = np.argsort(y, kind="stable").astype(np.int64)
+        Zs = Z[order]
+        q = 0
+        if split_dim is not None and r > split_dim:
+            # Rotate to the principal axes of Z (distances are unchanged): the
+            # first split_dim coordinates give a cheap lower bound of every
+            # distance; the rest is added for the pairs that pass it.
+            Zc = Zs - Zs.mean(axis=0)
+            w, V = np.linalg.eigh(Zc.T @ Zc)
+            Zs = Zc @ V[:, ::-1]
+            q = r - split_dim
+        lead = np.ascontiguousarray(Zs[:, :r - q])
+        rest = np.ascontiguousarray(Zs[:, r - q:])
+        norms = _sq_norms(lead)
+        rs = rho2[order]
+        lead_g = lead.astype(np.float32) if low_precision else lead
+        bounds = np.searchsorted(y[order], np.unique(y), side="right")
+        start = 0
+        for end in bounds[:-1]:
+            ncols = n - end
+            step = max(1, _BLOCK_ELEMS // max(1, ncols))
+            for s in range(start, end, step):
+                tasks.append((s, min(s + step, end), end, n))
+            start = end
+
+        def run(task):
+            a0, a1, b0, b1 = task
+            G = lead_g[a0:a1] @ lead_g[b0:b1].T
+            return K.scan_block(G, norms[a0:a1], norms[b0:b1], rest[a0:a1],
+                                rest[b0:b1], order[a0:a1], order[b0:b1], y, rs[a0:a1],
+                                rs[b0:b1], True, False)
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.arange(n, dtype=np.int64)
+        norms = _sq_norms(Z)
+        Zg = Z.astype(np.float32) if low_precision else Z
+        rest = np.zeros((n, 0))
+        step = max(1, _BLOCK_ELEMS // max(1, n))
+        for s in range(0, rows.shape[0], step):
+            tasks.append(rows[s:s + step])
+
+        def run(ra):
+            G = Zg[ra] @ Zg.T
+            return K.scan_block(G, norms[ra], norms, rest[ra], rest, ra, cols, y,
+                                rho2[ra], rho2, False, True)
+
+    if max_pairs is not None:
+        import threading
+
+        lock = threading.Lock()
+        found = [0]
+        inner = run
+
+        def run(task):
+            if found[0] > max_pairs:
+                return None
+            res = inner(task)
+            with lock:
+                found[0] += res[0].shape[0]
+            return res
+
+    out = pool.map(run, tasks)
+    if max_pairs is not None and found[0] > max_pairs:
+        return None
+    if not out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return (np.concatenate([o[0] for o in out]),
+            np.concatenate([o[1] for o in out]))
+
+
+def _to_csr(src, dst, n):
+    ptr, perm = K.group_by(src, n)
+    return ptr, dst[perm]
+
+
+def _transpose_targets(tn):
+    n, k = tn.shape
+    flat = tn.ravel()
+    keep = np.flatnonzero(flat >= 0)
+    ptr, perm = K.group_by(flat[keep], n)
+    return ptr, keep[perm].astype(np.int64)
+
+
+class _Problem:
+    """Data of one LMNN problem and the exact loss/gradient for a candidate graph."""
+
+    def __init__(self, X, y, tn, mu, pool=_SERIAL):
+        self.Xc = np.ascontiguousarray(X - X.mean(axis=0), dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.tn = np.ascontiguousarray(tn, dtype=np.int64)
+        self.tnT = _transpose_targets(self.tn)
+        self.mu = float(mu)
+        self.pool = pool
+        self.n = self.Xc.shape[0]
+        self.ranges = pool.ranges(self.n)
+
+    def transform(self, L):
+        Z = np.empty((self.n, L.shape[0]))
+        LT = np.ascontiguousarray(L.T)
+
+        def run(rg):
+            Z[rg[0]:rg[1]] = self.Xc[rg[0]:rg[1]] @ LT
+
+        self.pool.map(run, self.ranges)
+        return Z
+
+    def radius(self, Z):
+        radius = np.zeros(self.n)
+        self.pool.map(lambda rg: K.target_distances(Z, self.tn, rg[0], rg[1], radius),
+                      self.ranges)
+        return radius
+
+    def search(self, Z, rho2, low_precision=False, max_pairs=None):
+        res = find_impostors(Z, self.y, rho2, pool=self.pool,
+                             low_precision=low_precision, max_pairs=max_pairs)
+        if res is None:
+            return None
+        return _to_csr(res[0], res[1], self.n)
+
+    def loss_grad(self, Z, indptr, indices, smooth):
+        n, k = self.tn.shape
+        row_loss = np.zeros(n)
+        wt = np.zeros((n, k))
+        wimp = np.zeros(indices.shape[0])
+        act = np.zeros(n, dtype=np.int64)
+        self.pool.map(lambda rg: K.loss_weights(
+            Z, self.tn, indptr, indices, self.mu, smooth, rg[0], rg[1], row_loss, wt,
+            wimp, act), self.ranges)
+        act_idx = np.flatnonzero(wimp)
+        a_w = wimp[act_idx]
+        a_dst = indices[act_idx]
+        a_src = (np.searchsorted(indptr, act_idx, side="right") - 1).astype(np.int64)
+        a_ptr = np.searchsorted(a_src, np.arange(n + 1)).astype(np.int64)
+        a_ptrT, a_permT = K.group_by(a_dst, n)
+        U = np.empty_like(Z)
+        self.pool.map(lambda rg: K.laplacian_dot(
+            Z, self.tn, wt, self.tnT[0], self.tnT[1], a_ptr, a_dst, a_w, a_ptrT,
+            a_permT, a_src, rg[0], rg[1], U), self.ranges)
+        parts = self.pool.map(lambda rg: U[rg[0]:rg[1]].T @ self.Xc[rg[0]:rg[1]],
+                              self.ranges)
+        grad = 2.0 * np.sum(parts, axis=0)
+        return float(row_loss.sum()), grad, int(act.sum())
+
+
+def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):
+    """The LMNN objective and its gradient w.r.t. ``L`` (exact impostor search).
+
+    Parameters
+    ----------
+    L : ndarray of shape (r, d)
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    target_neighbors : ndarray of shape (n, k), int (−1 = none)
+    mu : float
+        Weight of the push term.
+    smooth : float, default=0
+        Huber smoothing width of the hinge (0: the exact hinge).
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (r, d)
+    n_active : int
+        Number of triplets with a positive hinge argument.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    L = np.asarray(L, dtype=np.float64)
+    y = LabelEncoder().fit_transform(y).astype(np.int64)
+    prob = _Problem(X, y, target_neighbors, mu)
+    Z = prob.transform(L)
+    indptr, indices = prob.search(Z, prob.radius(Z))
+    return prob.loss_grad(Z, indptr, indices, float(smooth))
+
+
+class _LossOracle:
+    """LMNN loss/gradient for L-BFGS, with a lazily refreshed impostor-candidate graph.
+
+    Candidates of ``i`` are the other-class points within ``(1 + slack)`` times its
+    margin radius at the last search; the loss kernel filters them with the exact
+    current radius, so the value is exact whenever no impostor has come from beyond
+    the enlarged radius. The graph is searched again every ``period`` evaluations;
+    ``period`` doubles when a refresh finds nothing that was missed and halves when it
+    does (a refresh compares the active-triplet counts of the old and new graphs at the
+    same ``L``). ``verify`` does an exact search at the final ``L``. Lives only during
+    ``fit`` (never stored on the estimator).
+    """
+
+    def __init__(self, problem, r, slack=0.25, max_period=16, max_candidates=None):
+        self.prob = problem
+        # memory for candidates: ~24 bytes each
+        self.max_candidates = (max_candidates if max_candidates is not None
+                               else max(10_000_000, 20 * problem.tn.size))
+        self.n_capped = 0
+        self.slack_eff = slack
+        self.r = r
+        self.slack = slack
+        self.max_period = max_period
+        self.period = 1
+        self.since = 0
+        self.smooth = 0.0
+        self.indptr = None
+        self.n_search = 0
+        self.n_missed = 0
+        self.n_evals = 0
+        self.t_search = 0.0
+        self.n_active = 0
+        self.n_candidates = 0
+
+    def _refresh(self, Z, radius):
+        t0 = time.perf_counter()
+        rho2 = radius * (1.0 + self.slack_eff) ** 2
+        res = self.prob.search(Z, rho2, low_precision=True,
+                               max_pairs=self.max_candidates)
+        if res is None:
+            # Too many candidates within the enlarged radius (high intrinsic
+            # dimension): take the exact impostors now, a smaller slack next time.
+            self.n_capped += 1
+            self.slack_eff = max(0.01, 0.5 * self.slack_eff)
+            # (the margin covers the float32 rounding, ~1e-7 of the squared norms)
+            margin = 1e-3 * radius + 1e-5 * _sq_norms(Z).max()
+            res = self.prob.search(Z, radius + margin, low_precision=True)
+            self.period = 1
+        elif (res[1].shape[0] < self.max_candidates // 4
+              and self.slack_eff < self.slack):
+            self.slack_eff = min(self.slack, 1.25 * self.slack_eff)
+        self.indptr, self.indices = res
+        self.n_search += 1
+        self.since = 0
+        self.t_search += time.perf_counter() - t0
+
+    def evaluate(self, L, force_search=False):
+        Z = self.prob.transform(L)
+        radius = self.prob.radius(Z)
+        missed = False
+        if self.indptr is None:
+            self._refresh(Z, radius)
+            f, g, act = self.prob.loss_grad(Z, self.indptr, self.indices, self.smooth)
+        elif force_search or self.since >= self.period:
+            f_old, _, act_old = self.prob.loss_grad(Z, self.indptr, self.indices,
+                                                    self.smooth)
+            self._refresh(Z, radius)
+            f, g, act = self.prob.loss_grad(Z, self.indptr, self.indices, self.smooth)
+            missed = act != act_old
+            if missed:
+                self.n_missed += 1
+                self.period = max(1, self.period // 2)
+            else:
+                self.period = min(self.max_period, 2 * self.period)
+        else:
+            f, g, act = self.prob.loss_grad(Z, self.indptr, self.indices, self.smooth)
+        self.since += 1
+        self.n_evals += 1
+        self.n_active = act
+        self.n_candidates = int(self.indices.shape[0])
+        return f, g, missed
+
+    def __call__(self, flat_L):
+        f, g, _ = self.evaluate(flat_L.reshape(self.r, -1))
+        return f, g.ravel()
+
+
+def _smoothing_schedule(smoothing):
+    if smoothing is None:
+        return (0.0,)
+    return tuple(float(s) for s in np.ravel(smoothing))
+
+
+def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
+               smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.25, n_threads=1,
+               max_period=16, name="LMNN"):
+    """Minimise the LMNN objective over ``L`` with L-BFGS.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,), int64 labels
+    target_neighbors : ndarray of shape (n, k), int64 (−1 = none)
+    L0 : ndarray of shape (r, d)
+    mu : float
+    max_iter : int
+        Total L-BFGS iterations over all smoothing stages.
+    tol : float
+        Relative decrease of the loss below which a stage stops (scipy ``ftol``).
+    smoothing : sequence of float
+        Huber widths of the successive stages; the last should be 0 (exact hinge).
+    verbose : bool
+    slack : float
+        Relative enlargement of the search radius for impostor candidates.
+    n_threads : int
+    max_period : int
+        Longest interval (in evaluations) between two impostor searches.
+
+    Returns
+    -------
+    L : ndarray of shape (r, d)
+    n_iter : int
+    converged : bool
+    info : dict
+    """
+    from threadpoolctl import threadpool_limits
+
+    r, d = L0.shape
+    pool = _Pool(n_threads)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _lmnn_lbfgs(_Problem(X, y, target_neighbors, mu, pool), L0,
+                               max_iter, tol, _smoothing_schedule(smoothing), verbose,
+                               slack, max_period, name)
+    finally:
+        pool.close()
+
+
+def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, name):
+    r, d = L0.shape
+    oracle = _LossOracle(prob, r, slack=slack, max_period=max_period)
+    x = np.ascontiguousarray(L0, dtype=np.float64).ravel().copy()
+    n_iter = 0
+    converged = True
+    t_start = time.perf_counter()
+    if verbose:
+        header = "{:>10} {:>8} {:>20} {:>12} {:>12} {:>10}".format(
+            "Iteration", "Smooth", "Objective Value", "#Active", "#Candidates",
+            "Time(s)")
+        print(f"[{name}]\n[{name}] {header}\n[{name}] {'-' * len(header)}")
+    state = {"t": time.perf_counter()}
+
+    def callback(intermediate_result):
+        nonlocal n_iter
+        n_iter += 1
+        if verbose:
+            now = time.perf_counter()
+            print("[{}] {:>10} {:>8.3g} {:>20.6e} {:>12,} {:>12,} {:>10.2f}".format(
+                name, n_iter, oracle.smooth, intermediate_result.fun, oracle.n_active,
+                oracle.n_candidates, now - state["t"]))
+            state["t"] = now
+            sys.stdout.flush()
+
+    n_stages = len(stages)
+    si = 0
+    n_restarts = 0
+    while si < n_stages:
+        smooth = stages[si]
+        oracle.smooth = smooth
+        remaining = max_iter - n_iter
+        if remaining <= 0:
+            converged = False
+            break
+        last = si == n_stages - 1
+        # Earlier (smoothed) stages only need a rough solution.
+        budget = remaining if last else max(1, min(remaining, int(
+            _STAGE_SHARE * max_iter / max(1, n_stages - 1)) + 1))
+        res = minimize(oracle, x, method="L-BFGS-B", jac=True, callback=callback,
+                       options=dict(maxiter=budget, ftol=tol, gtol=1e-12, maxcor=20))
+        x = res.x
+        if last:
+            # Verify with an exact search at the final L; if impostors were
+            # missed, continue from there with the refreshed graph.
+            _, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
+            if missed and n_restarts < 3 and n_iter < max_iter:
+                n_restarts += 1
+                continue
+            if res.status == 1 and n_iter >= max_iter:
+                converged = False
+        si += 1
+    info = dict(n_evals=oracle.n_evals, n_searches=oracle.n_search,
+                n_capped=oracle.n_capped, final_slack=oracle.slack_eff,
+                n_missed=oracle.n_missed, search_time=oracle.t_search,
+                time=time.perf_counter() - t_start, n_candidates=oracle.n_candidates,
+                n_active=oracle.n_active, n_restarts=n_restarts)
+    return x.reshape(r, d), n_iter, converged, info
+
+
+# ---------------------------------------------------------------------------
+# Estimator
+
+
+def _n_threads(n_jobs):
+    """Number of worker threads for ``n_jobs`` (None or −1: all cores)."""
+    import os
+
+    n_cpu = os.cpu_count() or 1
+    if n_jobs is None:
+        return n_cpu
+    if n_jobs < 0:
+        return max(1, n_cpu + 1 + n_jobs)
+    return max(1, min(int(n_jobs), n_cpu))
+
+
+def _check_positive_int(value, name, minimum=1):
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+            or value < minimum):
+        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _prepare_targets(estimator, X, y, n_neighbors):
+    """Encode labels, check class sizes, find target neighbours."""
+    classes, y_enc = np.unique(y, return_inverse=True)
+    y_enc = y_enc.astype(np.int64)
+    counts = np.bincount(y_enc)
+    small = classes[counts < n_neighbors + 1]
+    if np.all(counts < 2):
+        raise ValueError(
+            f"{type(estimator).__name__} needs at least one class with 2 or more "
+            f"members (each point's target neighbours are points of its own class); "
+            f"every class here has a single member.")
+    if small.shape[0]:
+        warnings.warn(
+            f"{small.shape[0]} class(es) have fewer than n_neighbors + 1 = "
+            f"{n_neighbors + 1} members (e.g. {small[:3].tolist()}): their points get "
+            f"all their classmates (m − 1 < n_neighbors) as target neighbours; "
+            f"singletons only act as impostors.", UserWarning)
+    tn = select_target_neighbors(X, y_enc, n_neighbors)
+    return classes, y_enc, tn
+
+
+class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
+    """Large Margin Nearest Neighbor metric learning (Weinberger & Saul, 2009).
+
+    Learns ``L`` (``components_``) so that each point's ``n_neighbors`` target
+    neighbours (its nearest same-class points in the input space) are closer than
+    any differently-labelled point by a margin of 1 (in squared learned distance):
+
+        min_L (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
+
+    with ``μ = regularization`` and ``d_ij = ‖L(x_i − x_j)‖²``. Solved with L-BFGS on
+    ``L`` with exact loss and gradient (see the module docstring).
+
+    The margin is 1 in absolute units, so the scale of ``X`` matters: standardise
+    features (or e.g. map pixels to [0, 1]) first. Differences from metric-learn
+    0.7: ``max_iter`` counts L-BFGS iterations (no ``learn_rate``/``min_iter``),
+    ``tol`` replaces ``convergence_tol``, and a class with at most ``n_neighbors``
+    members is handled (metric-learn's check is off by one).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=3
+        Number of target neighbours per point. Classes with at most
+        ``n_neighbors`` members use all their classmates (with a warning).
+    n_components : int, optional
+        Dimension of the learned space (rows of ``components_``); default
+        ``n_features``. With fewer components than features the problem is
+        nonconvex.
+    init : {'auto', 'pca', 'lda', 'identity', 'random'} or ndarray, default='auto'
+        Initial ``L``; see :func:`mahal.base.initialize_components`. 'auto' is
+        'lda' when ``n_components ≤ n_classes − 1``, else 'pca' when
+        ``n_components < n_features``, else identity (which for full rank gives
+        the same distances as 'pca', pylmnn's default). Measured on letter
+        (full rank): 'lda' and 'identity' both 3.60% 3-NN test error.
+    max_iter : int, default=50
+        Maximum number of L-BFGS iterations (over all smoothing stages).
+    tol : float, default=1e-5
+        Stop a stage when the relative decrease of the objective falls below
+        ``tol`` (scipy's L-BFGS-B ``ftol``).
+    regularization : float in (0, 1), default=0.5
+        ``μ``, the weight of the push (impostor) term; ``1 − μ`` weighs the pull.
+    smoothing : sequence of float, default=(1.0, 0.1, 0.0)
+        Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
+        stage should be 0 (the exact hinge).
+    random_state : int, RandomState or None
+        For ``init='random'``; the solver itself is deterministic.
+    verbose : bool, default=False
+        Print an iteration table.
+    preprocessor : array-like or callable, optional
+    n_jobs : int, optional
+        Number of threads for the compiled kernels (None or −1: all cores;
+        BLAS is limited to one thread during ``fit``, the threads split the rows).
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+    n_iter_ : int
+    n_features_in_ : int
+    classes_ : ndarray
+    target_neighbors_ : ndarray of shape (n_samples, n_neighbors)
+        The target neighbours used (indices into the training set, −1 = none).
+    """
+
+    def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
+                 tol=1e-5, regularization=0.5, smoothing=(1.0, 0.1, 0.0),
+                 random_state=None, verbose=False, preprocessor=None, n_jobs=None):
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.regularization = regularization
+        self.smoothing = smoothing
+        self.random_state = random_state
+        self.verbose = verbose
+        self.preprocessor = preprocessor
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    def _check_params(self):
+        k = _check_positive_int(self.n_neighbors, "n_neighbors")
+        _check_positive_int(self.max_iter, "max_iter")
+        mu = self.regularization
+        if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
+            raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol must be a number ≥ 0; got {self.tol!r}.")
+        if self.smoothing is not None:
+            sm = np.asarray(self.smoothing, dtype=float).ravel()
+            if sm.size == 0 or np.any(~np.isfinite(sm)) or np.any(sm < 0):
+                raise ValueError("smoothing must be a non-empty sequence of widths ≥ "
+                                 f"0; got {self.smoothing!r}.")
+        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral)
+                                        or self.n_jobs == 0):
+            raise ValueError(f"n_jobs must be None or a non-zero integer; got "
+                             f"{self.n_jobs!r}.")
+        return k, float(mu)
+
+    def fit(self, X, y):
+        """Fit the metric.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        k, mu = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                             f"target y is None.")
+        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
+        n_components = check_n_components(self.n_components, X.shape[1])
+        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
+        L0 = initialize_components(n_components, X, y_enc, self.init,
+                                   self.random_state)
+        L, n_iter, converged, info = lmnn_solve(
+            X, y_enc, tn, L0, mu=mu, max_iter=self.max_iter, tol=self.tol,
+            smoothing=self.smoothing, verbose=self.verbose,
+            n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
+        if not converged:
+            warnings.warn(f"[{type(self).__name__}] LMNN did not converge in "
+                          f"max_iter={self.max_iter} iterations.", ConvergenceWarning)
+        if self.verbose:
+            print(f"[{type(self).__name__}] Training took {info['time']:8.2f}s "
+                  f"({info['n_evals']} evaluations, {info['n_searches']} impostor "
+                  f"searches).")
+        self.components_ = L
+        self.n_iter_ = n_iter
+        self.target_neighbors_ = tn
+        return self
+
+
+class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
+    """Energy-based classification with an LMNN metric (Weinberger & Saul, 2009, §4.2
+    "Energy-based classification").
+
+    A test point ``x_t`` gets the label ``c`` that minimises the LMNN loss it would
+    cause as a training point of class ``c``:
+
+        E(x_t, c) = (1 − μ) Σ_{j ∈ kNN_c(x_t)} d(x_t, x_j)
+                    + μ Σ_{j ∈ kNN_c(x_t)} Σ_{l: y_l ≠ c} [1 + d(x_t, x_j) − d(x_t, x_l)]_+
+                    + μ Σ_{i: y_i ≠ c} Σ_{j(i)} [1 + d(x_i, x_j) − d(x_i, x_t)]_+
+
+    with squared learned distances ``d``, ``kNN_c(x_t)`` the ``n_neighbors`` nearest
+    training points of class ``c`` (its would-be target neighbours), and ``j(i)`` the
+    target neighbours of training point ``i``: the first two terms are the pull and push
+    losses of ``x_t``, the third the push loss ``x_t`` causes as an impostor of training
+    points of other classes.
+
+    Parameters
+    ----------
+    metric_learner : LMNN or None, default=None
+        The metric. None: an ``LMNN(n_neighbors=n_neighbors,
+        regularization=regularization, n_jobs=n_jobs)`` is fitted. An estimator is
+        cloned and fitted, unless ``prefit=True`` (then it must already be fitted on
+        the same training points and is used as is).
+    n_neighbors : int, default=3
+        Target neighbours per point (for the energy; and for the default LMNN).
+    regularization : float in (0, 1), default=0.5
+        ``μ`` of the energy (and of the default LMNN).
+    prefit : bool, default=False
+    n_jobs : int, optional
+        Threads for the energies (and the default LMNN).
+
+    Attributes
+    ----------
+    metric_learner_ : the fitted metric learner
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+
+    Notes
+    -----
+    There is no ``predict_proba``: the energies are sums of hinge losses whose scale
+    depends on the data set, so a softmax of ``−E`` is not a calibrated probability.
+    :meth:`energy` returns the energies themselves.
+    """
+
+    def __init__(self, metric_learner=None, n_neighbors=3, regularization=0.5,
+                 prefit=False, n_jobs=None):
+        self.metric_learner = metric_learner
+        self.n_neighbors = n_neighbors
+        self.regularization = regularization
+        self.prefit = prefit
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y):
+        """Fit (or take) the metric and store the transformed training set.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        from sklearn.base import clone
+
+        k = _check_positive_int(self.n_neighbors, "n_neighbors")
+        mu = self.regularization
+        if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
+            raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                             f"target y is None.")
+        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
+        if self.metric_learner is None:
+            learner = LMNN(n_neighbors=k, regularization=mu, n_jobs=self.n_jobs)
+            learner.fit(X, y)
+        elif self.prefit:
+            check_is_fitted(self.metric_learner, "components_")
+            learner = self.metric_learner
+        else:
+            learner = clone(self.metric_learner).fit(X, y)
+        self.metric_learner_ = learner
+        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
+        G = np.asarray(learner.components_, dtype=np.float64)
+        if G.shape[1] != X.shape[1]:
+            raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
+                             f"{X.shape[1]}.")
+        order = np.argsort(y_enc, kind="stable")
+        self._Z = np.ascontiguousarray(X[order] @ G.T)
+        self._y = np.ascontiguousarray(y_enc[order])
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.shape[0])
+        tn_sorted = np.where(tn[order] >= 0, inv[np.maximum(tn[order], 0)], -1)
+        self._tn = np.ascontiguousarray(tn_sorted, dtype=np.int64)
+        Zi = self._Z[:, None, :] - self._Z[np.maximum(self._tn, 0)]
+        self._dt = np.where(self._tn >= 0, np.einsum("nkr,nkr->nk", Zi, Zi), 0.0)
+        counts = np.bincount(self._y, minlength=self.classes_.shape[0])
+        self._class_start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self._components = G
+        self._mu = float(mu)
+        self._k = k
+        return self
+
+    def energy(self, X):
+        """Energies ``E(x, c)`` of every point for every class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        E : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        check_is_fitted(self, "classes_")
+        X = check_points(self, X, reset=False)
+        Zt = X @ self._components.T
+        m, n = Zt.shape[0], self._Z.shape[0]
+        C = self.classes_.shape[0]
+        E = np.empty((m, C))
+        zn = _sq_norms(self._Z)
+        step = max(1, _BLOCK_ELEMS // max(1, n))
+        pool = _Pool(_n_threads(self.n_jobs))
+        try:
+            for s in range(0, m, step):
+                Zb = Zt[s:s + step]
+                D = _sq_norms(Zb)[:, None] + zn[None, :] - 2.0 * (Zb @ self._Z.T)
+                np.maximum(D, 0.0, out=D)
+                out = E[s:s + step]
+                pool.map(lambda rg: K.energy_block(
+                    D, self._y, self._class_start, self._k, self._dt, self._tn,
+                    self._mu, rg[0], rg[1], out), pool.ranges(D.shape[0], 64))
+        finally:
+            pool.close()
+        return E
+
+    def predict(self, X):
+        """Label of minimal energy for every point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        E = self.energy(X)
+        return self.classes_[np.argmin(E, axis=1)]

@@ -1,0 +1,367 @@
+"""Tests of LMNN and LMNNEnergyClassifier against plain references."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mahal import LMNN, LMNNEnergyClassifier
+from mahal.lmnn import (
+    _Pool,
+    find_impostors,
+    lmnn_loss_grad,
+    lmnn_solve,
+    select_target_neighbors,
+)
+
+
+# ---------------------------------------------------------------------------
+# Naive references (triple loops)
+
+
+def naive_loss_grad(L, X, y, tn, mu=0.5):
+    """The LMNN loss and its gradient in L, one triplet at a time."""
+    f = 0.0
+    g = np.zeros_like(L)
+    for i in range(X.shape[0]):
+        for j in tn[i]:
+            if j < 0:
+                continue
+            a = X[i] - X[j]
+            dij = np.sum((L @ a) ** 2)
+            f += (1 - mu) * dij
+            g += (1 - mu) * 2 * L @ np.outer(a, a)
+            for l in range(X.shape[0]):
+                if y[l] == y[i]:
+                    continue
+                b = X[i] - X[l]
+                h = 1 + dij - np.sum((L @ b) ** 2)
+                if h > 0:
+                    f += mu * h
+                    g += mu * 2 * L @ (np.outer(a, a) - np.outer(b, b))
+    return f, g
+
+
+def naive_target_neighbors(X, y, k):
+    tn = np.full((X.shape[0], k), -1)
+    for i in range(X.shape[0]):
+        same = [j for j in range(X.shape[0]) if y[j] == y[i] and j != i]
+        d = [np.sum((X[i] - X[j]) ** 2) for j in same]
+        for c, idx in enumerate(np.argsort(d, kind="stable")[:k]):
+            tn[i, c] = same[idx]
+    return tn
+
+
+def naive_energy(Z, y, tn, Zt, k, mu):
+    """Energies of test points, straight from the definition."""
+    classes = np.unique(y)
+    E = np.zeros((Zt.shape[0], classes.shape[0]))
+    d = lambda a, b: float(np.sum((a - b) ** 2))  # noqa: E731
+    for t in range(Zt.shape[0]):
+        for ci, c in enumerate(classes):
+            idx = np.flatnonzero(y == c)
+            dc = np.array([d(Zt[t], Z[j]) for j in idx])
+            near = idx[np.argsort(dc)[:k]]
+            e = 0.0
+            for j in near:
+                dj = d(Zt[t], Z[j])
+                e += (1 - mu) * dj
+                for l in np.flatnonzero(y != c):
+                    e += mu * max(0.0, 1 + dj - d(Zt[t], Z[l]))
+            for i in np.flatnonzero(y != c):
+                for j in tn[i]:
+                    if j >= 0:
+                        e += mu * max(0.0, 1 + d(Z[i], Z[j]) - d(Z[i], Zt[t]))
+            E[t, ci] = e
+    return E
+
+
+def _blobs(n=60, d=3, n_classes=3, seed=0, spread=1.0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    centres = rng.normal(size=(n_classes, d)) * 1.5
+    X = centres[y] + spread * rng.normal(size=(n, d)) * rng.uniform(0.3, 2.0, size=d)
+    return X, y
+
+
+# ---------------------------------------------------------------------------
+# Objective, gradient, kernels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_and_gradient_match_triple_loop(seed):
+    X, y = _blobs(40, 4, 3, seed)
+    tn = select_target_neighbors(X, y, 3)
+    L = np.random.default_rng(seed).normal(size=(4, 4))
+    f, g, _ = lmnn_loss_grad(L, X, y, tn, mu=0.3)
+    f0, g0 = naive_loss_grad(L, X, y, tn, mu=0.3)
+    assert f == pytest.approx(f0, rel=1e-10)
+    np.testing.assert_allclose(g, g0, rtol=1e-8, atol=1e-8)
+    # rectangular L (fewer components)
+    L2 = L[:2]
+    f, g, _ = lmnn_loss_grad(L2, X, y, tn, mu=0.3)
+    f0, g0 = naive_loss_grad(L2, X, y, tn, mu=0.3)
+    assert f == pytest.approx(f0, rel=1e-10)
+    np.testing.assert_allclose(g, g0, rtol=1e-8, atol=1e-8)
+
+
+def test_gradient_matches_finite_differences():
+    X, y = _blobs(30, 3, 3, 4)
+    tn = select_target_neighbors(X, y, 2)
+    rng = np.random.default_rng(5)
+    L = rng.normal(size=(3, 3))
+    for smooth in (0.0, 0.3):
+        f, g, _ = lmnn_loss_grad(L, X, y, tn, smooth=smooth)
+        eps = 1e-6
+        num = np.zeros_like(L)
+        for a in range(3):
+            for b in range(3):
+                E = np.zeros_like(L)
+                E[a, b] = eps
+                fp = lmnn_loss_grad(L + E, X, y, tn, smooth=smooth)[0]
+                fm = lmnn_loss_grad(L - E, X, y, tn, smooth=smooth)[0]
+                num[a, b] = (fp - fm) / (2 * eps)
+        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-5)
+
+
+def test_target_neighbors_match_brute_force():
+    X, y = _blobs(50, 3, 4, 6)
+    y[:3] = 7  # a class of 3 members: only 2 target neighbours each
+    tn = select_target_neighbors(X, y, 3)
+    np.testing.assert_array_equal(tn, naive_target_neighbors(X, y, 3))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_impostor_search_equals_brute_force(n_threads):
+    rng = np.random.default_rng(7)
+    Z = rng.normal(size=(300, 5))
+    y = rng.integers(0, 4, 300).astype(np.int64)
+    rho2 = rng.uniform(0.5, 6.0, 300)
+    D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+    want = {(i, l) for i, l in zip(*np.nonzero((D < rho2[:, None])
+                                                & (y[:, None] != y[None])))}
+    pool = _Pool(n_threads)
+    try:
+        src, dst = find_impostors(Z, y, rho2, pool=pool)
+        assert set(zip(src.tolist(), dst.tolist())) == want
+        assert src.shape[0] == len(want)  # no duplicates
+        rows = np.array([3, 17, 250], dtype=np.int64)
+        src, dst = find_impostors(Z, y, rho2, rows=rows, pool=pool)
+        assert set(zip(src.tolist(), dst.tolist())) == {p for p in want if p[0] in rows}
+    finally:
+        pool.close()
+
+
+def test_low_precision_split_search_equals_brute_force():
+    # float32 products; with split_dim, leading principal coordinates as a lower
+    # bound, the rest added for the pairs that pass it.
+    rng = np.random.default_rng(8)
+    Z = rng.normal(size=(400, 40)) * np.linspace(2.0, 0.1, 40)
+    y = rng.integers(0, 5, 400).astype(np.int64)
+    D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+    rho2 = np.quantile(D, 0.05) * rng.uniform(0.5, 1.5, 400)
+    inside = (D < rho2[:, None]) & (y[:, None] != y[None])
+    near = np.abs(D - rho2[:, None]) < 1e-4 * rho2[:, None]  # rounding-sensitive
+    src, dst = find_impostors(Z, y, rho2, low_precision=True, split_dim=8)
+    got = np.zeros_like(inside)
+    got[src, dst] = True
+    assert inside.sum() > 100
+    assert np.array_equal(got & ~near, inside & ~near)
+    src, dst = find_impostors(Z, y, rho2, low_precision=True)
+    got = np.zeros_like(inside)
+    got[src, dst] = True
+    assert np.array_equal(got & ~near, inside & ~near)
+
+
+@pytest.mark.parametrize("max_candidates", [None, 10])
+def test_cached_oracle_is_exact(max_candidates):
+    # The solver's oracle (enlarged-radius candidates, float32 search, capped
+    # fallback to the exact radius) gives the exact loss and gradient after a search.
+    from mahal.lmnn import _LossOracle, _Problem
+
+    X, y = _blobs(200, 4, 3, 21)
+    tn = select_target_neighbors(X, y, 3)
+    rng = np.random.default_rng(2)
+    oracle = _LossOracle(_Problem(X, y, tn, 0.5), 4, max_candidates=max_candidates)
+    for _ in range(3):
+        L = rng.normal(size=(4, 4))
+        f, g, _ = oracle.evaluate(L, force_search=True)
+        f0, g0, _ = lmnn_loss_grad(L, X, y, tn)
+        assert f == pytest.approx(f0, rel=1e-12)
+        np.testing.assert_allclose(g, g0, rtol=1e-10, atol=1e-10)
+    if max_candidates is not None:
+        assert oracle.n_capped >= 1
+
+
+def test_energy_kernel_matches_definition():
+    X, y = _blobs(45, 3, 3, 8)
+    y[:2] = 3  # a 2-member class (fewer than k members)
+    Xt = _blobs(12, 3, 3, 9)[0]
+    G = np.random.default_rng(1).normal(size=(3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UserWarning, ConvergenceWarning))
+        metric = LMNN(max_iter=1).fit(X, y)
+        metric.components_ = G  # any metric will do
+        clf = LMNNEnergyClassifier(metric, n_neighbors=3, prefit=True,
+                                   regularization=0.4).fit(X, y)
+    tn = naive_target_neighbors(X, y, 3)
+    E0 = naive_energy(X @ G.T, y, tn, Xt @ G.T, 3, 0.4)
+    np.testing.assert_allclose(clf.energy(Xt), E0, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(clf.predict(Xt), clf.classes_[E0.argmin(1)])
+
+
+# ---------------------------------------------------------------------------
+# Optimality against the SDP
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_solver_reaches_sdp_optimum(seed):
+    pytest.importorskip("cvxpy")
+    from mahal.reference import lmnn, lmnn_objective
+
+    X, y = _blobs(42, 3, 3, seed)
+    tn = select_target_neighbors(X, y, 2)
+    M_opt, f_opt = lmnn(X, y, tn, mu=0.5)
+    assert lmnn_objective(M_opt, X, y, tn) == pytest.approx(f_opt, rel=1e-5)
+    L, _, _, _ = lmnn_solve(X, y.astype(np.int64), tn, np.eye(3), mu=0.5,
+                            max_iter=300, tol=1e-10)
+    f = lmnn_objective(L.T @ L, X, y, tn)
+    assert f == pytest.approx(lmnn_loss_grad(L, X, y, tn)[0], rel=1e-10)
+    assert f >= f_opt * (1 - 1e-6)
+    assert f <= f_opt * 1.01
+    # the estimator with its defaults gets there too
+    est = LMNN(n_neighbors=2, max_iter=300, tol=1e-10).fit(X, y)
+    f_est = lmnn_objective(est.get_mahalanobis_matrix(), X, y, tn)
+    assert f_est <= f_opt * 1.01
+
+
+# ---------------------------------------------------------------------------
+# Estimator behaviour
+
+
+def test_lmnn_improves_knn_on_iris_and_pipeline():
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    X = np.column_stack([X, 5 * rng.normal(size=(150, 3))])  # noise features
+    idx = rng.permutation(150)
+    tr, te = idx[:100], idx[100:]
+    base = KNeighborsClassifier(3).fit(X[tr], y[tr]).score(X[te], y[te])
+    pipe = make_pipeline(LMNN(random_state=0), KNeighborsClassifier(3))
+    pipe.fit(X[tr], y[tr])
+    assert pipe.score(X[te], y[te]) > base
+    est = pipe[0]
+    assert est.components_.shape == (7, 7)
+    assert est.n_features_in_ == 7 and est.n_iter_ >= 1
+
+
+def test_n_components_and_init():
+    X, y = _blobs(60, 5, 3, 3)
+    for init in ("pca", "lda", "identity", "random"):
+        est = LMNN(n_components=2, init=init, random_state=0).fit(X, y)
+        assert est.components_.shape == (2, 5)
+        assert est.transform(X).shape == (60, 2)
+
+
+def test_deterministic_and_pickle():
+    X, y = _blobs(1200, 4, 3, 11)  # several row chunks
+    a = LMNN(init="random", random_state=3, n_jobs=2).fit(X, y)
+    b = LMNN(init="random", random_state=3, n_jobs=1).fit(X, y)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.transform(X), a.transform(X))
+    clf = LMNNEnergyClassifier(n_jobs=2).fit(X, y)
+    clf2 = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clf2.energy(X), clf.energy(X))
+    clone(clf)
+
+
+def test_verbose_and_convergence_warning(capsys):
+    X, y = _blobs(60, 3, 3, 12)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        LMNN(max_iter=2, verbose=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration" in out and "Objective Value" in out and "Training took" in out
+
+
+def test_energy_classifier_and_prefit():
+    X, y = load_iris(return_X_y=True)
+    rng = np.random.default_rng(1)
+    X = np.column_stack([X, 3 * rng.normal(size=(150, 2))])
+    idx = rng.permutation(150)
+    tr, te = idx[:100], idx[100:]
+    clf = LMNNEnergyClassifier().fit(X[tr], y[tr])
+    base = KNeighborsClassifier(3).fit(X[tr], y[tr]).score(X[te], y[te])
+    assert clf.score(X[te], y[te]) >= base
+    assert clf.energy(X[te]).shape == (50, 3)
+    # a prefit metric learner is used as is
+    m = clf.metric_learner_
+    clf2 = LMNNEnergyClassifier(m, prefit=True).fit(X[tr], y[tr])
+    assert clf2.metric_learner_ is m
+    np.testing.assert_array_equal(clf2.predict(X[te]), clf.predict(X[te]))
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input():
+    X, y = _blobs(30, 3, 3, 13)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LMNN().fit(X, np.zeros(30))
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LMNN().fit(Xn, y)
+    with pytest.raises(ValueError, match="single member"):
+        LMNN().fit(X[:4], np.arange(4))
+    with pytest.raises(ValueError, match="n_neighbors"):
+        LMNN(n_neighbors=0).fit(X, y)
+    with pytest.raises(ValueError, match="regularization"):
+        LMNN(regularization=1.5).fit(X, y)
+    with pytest.raises(ValueError, match="n_components"):
+        LMNN(n_components=9).fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LMNNEnergyClassifier().fit(X, np.zeros(30))
+
+
+def test_small_class_warns_and_uses_classmates():
+    X, y = _blobs(30, 3, 3, 14)
+    y = y.copy()
+    y[:2] = 5  # two points: one target neighbour each
+    with pytest.warns(UserWarning, match="fewer than n_neighbors"):
+        est = LMNN().fit(X, y)
+    tn = est.target_neighbors_
+    assert tn[0, 0] == 1 and tn[1, 0] == 0 and np.all(tn[:2, 1:] == -1)
+    y[0] = 6  # a singleton: no target neighbour, it only acts as an impostor
+    with pytest.warns(UserWarning, match="singletons"):
+        est = LMNN().fit(X, y)
+    assert np.all(est.target_neighbors_[0] == -1)
+
+
+def test_duplicates_and_constant_features():
+    X, y = _blobs(40, 3, 2, 15)
+    X = np.vstack([X, X[:10]])  # exact duplicates
+    y = np.concatenate([y, y[:10]])
+    X = np.column_stack([X, np.full(50, 3.0)])  # constant feature
+    est = LMNN().fit(X, y)
+    assert np.all(np.isfinite(est.components_))
+    clf = LMNNEnergyClassifier().fit(X, y)
+    assert np.all(np.isfinite(clf.energy(X)))
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn conventions
+
+
+@parametrize_with_checks([LMNN(), LMNNEnergyClassifier()])
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UserWarning, ConvergenceWarning))
+        check(estimator)
