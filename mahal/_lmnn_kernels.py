@@ -45,6 +45,62 @@ def target_distances(Z, tn, r0, r1, radius):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def _scan_block_plain(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols,
+                      both, check_y):
+    """:func:`scan_block` without ``v`` coordinates, in one pass: each row is
+    scanned in chunks of 64 columns with a branch-free (vectorised) count, and only
+    the chunks that hold pairs are scanned again to emit them (pairs are rare)."""
+    m, nb = G.shape
+    cap = 1024
+    src = np.empty(cap, dtype=np.int64)
+    dst = np.empty(cap, dtype=np.int64)
+    p = 0
+    CH = 64
+    for a in range(m):
+        ri = rho2_rows[a]
+        na = norm_rows[a]
+        i = rows[a]
+        yi = y[i]
+        for b0 in range(0, nb, CH):
+            b1 = min(b0 + CH, nb)
+            c = 0
+            if both:
+                for b in range(b0, b1):
+                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                    c += (d < ri) + (d < rho2_cols[b])
+            else:
+                for b in range(b0, b1):
+                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                    c += d < ri
+            if c == 0:
+                continue
+            if p + c > cap:
+                while p + c > cap:
+                    cap *= 2
+                src2 = np.empty(cap, dtype=np.int64)
+                dst2 = np.empty(cap, dtype=np.int64)
+                src2[:p] = src[:p]
+                dst2[:p] = dst[:p]
+                src = src2
+                dst = dst2
+            for b in range(b0, b1):
+                d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+                if d < ri:
+                    lb = cols[b]
+                    if not (check_y and y[lb] == yi):
+                        src[p] = i
+                        dst[p] = lb
+                        p += 1
+                if both and d < rho2_cols[b]:
+                    lb = cols[b]
+                    if not (check_y and y[lb] == yi):
+                        src[p] = lb
+                        dst[p] = i
+                        p += 1
+    return src[:p].copy(), dst[:p].copy()
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def scan_block(G, norm_rows, norm_cols, rest_rows, rest_cols, rows, cols, y,
                rho2_rows, rho2_cols, both, check_y):
     """Turn one block of dot products into directed impostor-candidate pairs.
@@ -63,6 +119,9 @@ def scan_block(G, norm_rows, norm_cols, rest_rows, rest_cols, rows, cols, y,
     """
     m, nb = G.shape
     q = rest_rows.shape[1]
+    if q == 0:
+        return _scan_block_plain(G, norm_rows, norm_cols, rows, cols, y, rho2_rows,
+                                 rho2_cols, both, check_y)
     counts = np.zeros(m + 1, dtype=np.int64)
     for a in range(m):
         ri = rho2_rows[a]
@@ -329,3 +388,54 @@ def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
                 s_c = cum_cls[a0 + c + cnt_c]
                 push += (cnt_all - cnt_c) * a - (s_all - s_c)
             out[t, c] = (1.0 - mu) * pull + mu * push + mu * (total - third[c])
+
+
+@njit(cache=True)
+def count_missed(old_ptr, old_idx, new_ptr, new_idx, wimp, n):
+    """Number of active impostor pairs of the new candidate graph (``wimp[p] ≠ 0``)
+    that the old candidate graph did not hold."""
+    mark = np.full(n, -1, dtype=np.int64)
+    missed = 0
+    for i in range(n):
+        for p in range(old_ptr[i], old_ptr[i + 1]):
+            mark[old_idx[p]] = i
+        for p in range(new_ptr[i], new_ptr[i + 1]):
+            if wimp[p] != 0.0 and mark[new_idx[p]] != i:
+                missed += 1
+    return missed
+
+
+@njit(cache=True)
+def compact_active(indptr, indices, wimp, n):
+    """The active impostor pairs (``wimp[p] ≠ 0``) of a candidate graph, grouped by
+    source: ``a_ptr`` (n + 1), ``a_dst``, ``a_w``, ``a_src`` (in graph order), and
+    grouped by destination: ``a_ptrT`` (n + 1), ``a_permT`` (as :func:`group_by`)."""
+    m = 0
+    for p in range(indices.shape[0]):
+        if wimp[p] != 0.0:
+            m += 1
+    a_ptr = np.zeros(n + 1, dtype=np.int64)
+    a_dst = np.empty(m, dtype=np.int64)
+    a_w = np.empty(m)
+    a_src = np.empty(m, dtype=np.int64)
+    a_ptrT = np.zeros(n + 1, dtype=np.int64)
+    q = 0
+    for i in range(n):
+        for p in range(indptr[i], indptr[i + 1]):
+            if wimp[p] != 0.0:
+                lb = indices[p]
+                a_dst[q] = lb
+                a_w[q] = wimp[p]
+                a_src[q] = i
+                a_ptrT[lb + 1] += 1
+                q += 1
+        a_ptr[i + 1] = q
+    for i in range(n):
+        a_ptrT[i + 1] += a_ptrT[i]
+    fill = a_ptrT[:-1].copy()
+    a_permT = np.empty(m, dtype=np.int64)
+    for q in range(m):
+        lb = a_dst[q]
+        a_permT[fill[lb]] = q
+        fill[lb] += 1
+    return a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT

@@ -365,3 +365,32 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (UserWarning, ConvergenceWarning))
         check(estimator)
+
+
+def test_count_missed_kernel():
+    # Active pairs (wimp ≠ 0) of the new candidate graph that the old one lacks.
+    from mahal import _lmnn_kernels as K
+
+    old_ptr = np.array([0, 2, 2, 3], dtype=np.int64)
+    old_idx = np.array([1, 2, 0], dtype=np.int64)
+    new_ptr = np.array([0, 3, 4, 5], dtype=np.int64)
+    new_idx = np.array([2, 1, 0, 2, 1], dtype=np.int64)
+    wimp = np.array([-1.0, 0.0, -0.5, -2.0, 0.0])
+    # row 0: 2 (old) active, 1 inactive, 0 (not old) active -> 1 missed
+    # row 1: 2 (not old) active -> 1 missed; row 2: 1 inactive
+    assert K.count_missed(old_ptr, old_idx, new_ptr, new_idx, wimp, 3) == 2
+
+
+def test_find_impostors_chunked_scan_matches_bruteforce():
+    # The one-pass chunked scan (many pairs, buffer growth) equals a dense check.
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(700, 3))
+    y = rng.integers(0, 4, size=700).astype(np.int64)
+    rho2 = rng.uniform(0.5, 3.0, size=700)
+    src, dst = find_impostors(Z, y, rho2)
+    D = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    want = (D < rho2[:, None]) & (y[:, None] != y[None, :])
+    got = np.zeros_like(want)
+    got[src, dst] = True
+    assert src.shape[0] == want.sum()
+    assert np.array_equal(got, want)
