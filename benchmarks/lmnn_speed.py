@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+import _memory  # benchmarks/_memory.py: per-fit time and peak memory
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 DATA = os.environ.get("MAHAL_DATA", "/work/shared/datasets")
@@ -43,31 +45,6 @@ knn = KNeighborsClassifier(3).fit(m.transform(Xtr), ytr)
 err = 1 - knn.score(m.transform(Xte), yte)
 print(json.dumps(dict(time=t, err=err, n_iter=int(m.n_iter_))))
 """
-
-
-def _peak_reset():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _rss_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def load(name, seed=0):
@@ -131,14 +108,10 @@ def run_mahal(Xtr, ytr, Xte, yte, **params):
 
     from mahal import LMNN
 
-    exact = _peak_reset()
-    rss0 = _rss_kib()
-    t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        m = LMNN(**params).fit(Xtr, ytr)
-    t = time.perf_counter() - t
-    peak = (_peak_kib() - rss0) / 1024 if exact else float("nan")
+        m, t, peak_bytes, _ = _memory.measure(lambda: LMNN(**params).fit(Xtr, ytr))
+    peak = peak_bytes / 2**20
     err = knn_error(m.transform(Xtr), ytr, m.transform(Xte), yte)
     return dict(time=t, err=err, n_iter=m.n_iter_, peak_mb=peak), m
 

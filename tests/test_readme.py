@@ -4,7 +4,6 @@ examples run as printed."""
 import re
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.rst").read_text(encoding="utf-8")
