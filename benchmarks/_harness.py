@@ -665,3 +665,23 @@ def write_outputs(out, stem, cfg, header, table, messages, records, summary, wal
                 "summary": summary, "records": records},
                os.path.join(out, f"{stem}.json"))
     return [f"{stem}.md", f"{stem}.csv", f"{stem}_summary.csv", f"{stem}.json"]
+
+
+def run_and_summarise(cfg):
+    """Run the benchmark for ``cfg`` (log lines on stderr when ``cfg.quiet``), print
+    its messages, and summarise.
+
+    Returns ``(records, messages, embeddings, summary, wall)``, or None (after saying
+    so on stderr) when no data set was left to run.
+    """
+    import time
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if cfg.quiet else None
+    t0 = time.perf_counter()
+    records, messages, embeddings = run_benchmark(cfg, log=log)
+    wall = time.perf_counter() - t0
+    for m in messages:
+        print(m, file=sys.stderr)
+    if not records:
+        print("No data set left to run: " + "; ".join(messages), file=sys.stderr)
+        return None
+    return records, messages, embeddings, summarise(records, cfg), wall

@@ -30,7 +30,6 @@ diagonal MMC, after full MMC).
 import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,16 +133,10 @@ def run(args, parser):
         data_home=args.data_home, mnist_train=args.mnist_train,
         timeout=args.timeout, mahal_timeout=args.mahal_timeout, quiet=args.quiet,
         keep_embeddings=("synthetic",))
-    t0 = time.perf_counter()
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if cfg.quiet else None
-    records, messages, embeddings = H.run_benchmark(cfg, log=log)
-    wall = time.perf_counter() - t0
-    for m in messages:
-        print(m, file=sys.stderr)
-    if not records:
-        print("No data set left to run: " + "; ".join(messages), file=sys.stderr)
+    result = H.run_and_summarise(cfg)
+    if result is None:
         return 2
-    summary = H.summarise(records, cfg)
+    records, messages, embeddings, summary, wall = result
     for row in summary:
         aris = [r["ari"] for r in records if r["dataset"] == row["dataset"]
                 and r["learner"] == row["learner"] and r["status"] == "ok"]

@@ -77,7 +77,6 @@ messages, wall time), ``results.md`` (the table), ``error.png``, ``fit_time.png`
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,13 +164,6 @@ def config_from_args(args, parser):
         keep_embeddings=() if args.no_plots else (emb,))
 
 
-def _log_fn(quiet):
-    def log(msg):
-        if quiet:
-            print(msg, file=sys.stderr, flush=True)
-    return log
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -179,15 +171,10 @@ def main(argv=None):
         import clustering
         return clustering.run(args, parser)
     cfg = config_from_args(args, parser)
-    t0 = time.perf_counter()
-    records, messages, embeddings = H.run_benchmark(cfg, log=_log_fn(cfg.quiet))
-    wall = time.perf_counter() - t0
-    for m in messages:
-        print(m, file=sys.stderr)
-    if not records:
-        print("No data set left to run: " + "; ".join(messages), file=sys.stderr)
+    result = H.run_and_summarise(cfg)
+    if result is None:
         return 2
-    summary = H.summarise(records, cfg)
+    records, messages, embeddings, summary, wall = result
     table = H.markdown_table(summary)
     header = (f"Protocol {cfg.protocol}, {cfg.k}-NN, seed {cfg.seed}, repeats "
               f"{cfg.repeats} (random splits only), wall time {wall:.1f} s.")
