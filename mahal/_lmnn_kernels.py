@@ -45,11 +45,20 @@ def target_distances(Z, tn, r0, r1, radius):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _scan_block_plain(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols,
-                      both, check_y):
-    """:func:`scan_block` without ``v`` coordinates, in one pass: each row is
-    scanned in chunks of 64 columns with a branch-free (vectorised) count, and only
-    the chunks that hold pairs are scanned again to emit them (pairs are rare)."""
+def scan_block(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols, both,
+               check_y):
+    """Turn one block of dot products into directed impostor-candidate pairs.
+
+    ``G[a, b] = z_rows[a] · z_cols[b]`` (a BLAS product) and ``norm_* = ‖z‖²`` give
+    the squared distances. Emits ``rows[a] → cols[b]`` when the distance is below
+    ``rho2_rows[a]`` and, if ``both``, ``cols[b] → rows[a]`` when it is below
+    ``rho2_cols[b]`` — for pairs of different labels ``y`` (checked only if
+    ``check_y``; blocks of distinct classes need no check).
+
+    One pass: each row is scanned in chunks of 64 columns with a branch-free
+    (vectorised) count, and only the chunks that hold pairs are scanned again to
+    emit them (pairs are rare). Returns ``(src, dst)`` int64 arrays.
+    """
     m, nb = G.shape
     cap = 1024
     src = np.empty(cap, dtype=np.int64)
@@ -98,94 +107,6 @@ def _scan_block_plain(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_co
                         dst[p] = i
                         p += 1
     return src[:p].copy(), dst[:p].copy()
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def scan_block(G, norm_rows, norm_cols, rest_rows, rest_cols, rows, cols, y,
-               rho2_rows, rho2_cols, both, check_y):
-    """Turn one block of dot products into directed impostor-candidate pairs.
-
-    The points are split in two groups of coordinates, ``z = (u, v)``:
-    ``G[a, b] = u_rows[a] · u_cols[b]`` (a BLAS product), ``norm_* = ‖u‖²`` and
-    ``rest_* = v`` (possibly with 0 columns). ``‖u_a − u_b‖²`` is a lower bound of
-    the squared distance: only pairs below a radius with it get ``‖v_a − v_b‖²``
-    added. Emits ``rows[a] → cols[b]`` when the distance is below ``rho2_rows[a]``
-    and, if ``both``, ``cols[b] → rows[a]`` when it is below ``rho2_cols[b]`` — for
-    pairs of different labels ``y`` (checked only if ``check_y``; blocks of distinct
-    classes need no check).
-
-    Two passes (count per row, then fill the rows that have pairs); with no ``v``
-    the count is branch-free (vectorised). Returns ``(src, dst)`` int64 arrays.
-    """
-    m, nb = G.shape
-    q = rest_rows.shape[1]
-    if q == 0:
-        return _scan_block_plain(G, norm_rows, norm_cols, rows, cols, y, rho2_rows,
-                                 rho2_cols, both, check_y)
-    counts = np.zeros(m + 1, dtype=np.int64)
-    for a in range(m):
-        ri = rho2_rows[a]
-        na = norm_rows[a]
-        c = 0
-        if q == 0:
-            if both:
-                for b in range(nb):
-                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                    c += (d < ri) + (d < rho2_cols[b])
-            else:
-                for b in range(nb):
-                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                    c += d < ri
-        else:
-            for b in range(nb):
-                d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                thr = ri
-                if both and rho2_cols[b] > thr:
-                    thr = rho2_cols[b]
-                if d < thr:
-                    for t in range(q):
-                        u = rest_rows[a, t] - rest_cols[b, t]
-                        d += u * u
-                    c += d < ri
-                    if both:
-                        c += d < rho2_cols[b]
-        counts[a + 1] = c
-    for a in range(m):
-        counts[a + 1] += counts[a]
-    total = counts[m]
-    src = np.empty(total, dtype=np.int64)
-    dst = np.empty(total, dtype=np.int64)
-    p = 0
-    for a in range(m):
-        if counts[a + 1] == counts[a]:
-            continue
-        i = rows[a]
-        ri = rho2_rows[a]
-        na = norm_rows[a]
-        yi = y[i]
-        for b in range(nb):
-            d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-            thr = ri
-            if both and rho2_cols[b] > thr:
-                thr = rho2_cols[b]
-            if d >= thr:
-                continue
-            for t in range(q):
-                u = rest_rows[a, t] - rest_cols[b, t]
-                d += u * u
-            if d < ri:
-                lb = cols[b]
-                if not (check_y and y[lb] == yi):
-                    src[p] = i
-                    dst[p] = lb
-                    p += 1
-            if both and d < rho2_cols[b]:
-                lb = cols[b]
-                if not (check_y and y[lb] == yi):
-                    src[p] = lb
-                    dst[p] = i
-                    p += 1
-    return src[:p], dst[:p]
 
 
 @njit(cache=True)

@@ -154,10 +154,12 @@ class _Pool:
 _SERIAL = _Pool(1)
 
 
-def find_impostors(Z, y, rho2, rows=None, pool=_SERIAL, low_precision=False,
-                   max_pairs=None, split_dim=None):
+def find_impostors(Z, y, rho2, pool=_SERIAL, low_precision=False, max_pairs=None):
     """Directed impostor candidates: ``i → l`` with ``y_l ≠ y_i`` and
     ``‖z_i − z_l‖² < rho2[i]``.
+
+    Each unordered pair of classes is visited once, in blocks of (class-c rows) ×
+    (points of the classes after c).
 
     Parameters
     ----------
@@ -166,10 +168,6 @@ def find_impostors(Z, y, rho2, rows=None, pool=_SERIAL, low_precision=False,
     y : ndarray of shape (n,), int64
     rho2 : ndarray of shape (n,)
         Squared search radius of every point.
-    rows : ndarray of int64, optional
-        Search only these rows (against all points); default: all rows, each
-        unordered pair of classes visited once, in blocks of (class-c rows) × (points
-        of the classes after c).
     pool : _Pool
         Threads for the blocks.
     low_precision : bool, default=False
@@ -179,12 +177,6 @@ def find_impostors(Z, y, rho2, rows=None, pool=_SERIAL, low_precision=False,
         kernel recomputes every candidate's distance in float64.
     max_pairs : int, optional
         Give up (return None) as soon as more pairs than this are found.
-    split_dim : int, optional
-        If given (and smaller than r), rotate Z to its principal axes and use the
-        first ``split_dim`` coordinates as a lower bound that rejects pairs before
-        the other coordinates are added. Not used by the solver: on MNIST (PCA-164,
-        n = 20000) the bound rejected too few pairs and the search took 10 s
-        instead of 1.8 s with one plain float32 product.
 
     Returns
     -------
@@ -194,56 +186,28 @@ def find_impostors(Z, y, rho2, rows=None, pool=_SERIAL, low_precision=False,
     Z = np.ascontiguousarray(Z, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     rho2 = np.asarray(rho2, dtype=np.float64)
+    n = Z.shape[0]
+    # Class-sorted copy: the rows of class c and the points of the classes after c
+    # are contiguous slices (no gathers per block).
+    order = np.argsort(y, kind="stable").astype(np.int64)
+    Zs = Z[order]
+    norms = _sq_norms(Zs)
+    rs = rho2[order]
+    Zg = Zs.astype(np.float32) if low_precision else Zs
+    bounds = np.searchsorted(y[order], np.unique(y), side="right")
     tasks = []
-    n, r = Z.shape
-    if rows is None:
-        # Class-sorted copy: the rows of class c and the points of the classes
-        # after c are contiguous slices (no gathers per block).
-        order = np.argsort(y, kind="stable").astype(np.int64)
-        Zs = Z[order]
-        q = 0
-        if split_dim is not None and r > split_dim:
-            # Rotate to the principal axes of Z (distances are unchanged): the
-            # first split_dim coordinates give a cheap lower bound of every
-            # distance; the rest is added for the pairs that pass it.
-            Zc = Zs - Zs.mean(axis=0)
-            w, V = np.linalg.eigh(Zc.T @ Zc)
-            Zs = Zc @ V[:, ::-1]
-            q = r - split_dim
-        lead = np.ascontiguousarray(Zs[:, :r - q])
-        rest = np.ascontiguousarray(Zs[:, r - q:])
-        norms = _sq_norms(lead)
-        rs = rho2[order]
-        lead_g = lead.astype(np.float32) if low_precision else lead
-        bounds = np.searchsorted(y[order], np.unique(y), side="right")
-        start = 0
-        for end in bounds[:-1]:
-            ncols = n - end
-            step = max(64, _SEARCH_BLOCK // max(1, ncols))
-            for s in range(start, end, step):
-                tasks.append((s, min(s + step, end), end, n))
-            start = end
+    start = 0
+    for end in bounds[:-1]:
+        step = max(64, _SEARCH_BLOCK // max(1, n - end))
+        for s in range(start, end, step):
+            tasks.append((s, min(s + step, end), end, n))
+        start = end
 
-        def run(task):
-            a0, a1, b0, b1 = task
-            G = lead_g[a0:a1] @ lead_g[b0:b1].T
-            return K.scan_block(G, norms[a0:a1], norms[b0:b1], rest[a0:a1],
-                                rest[b0:b1], order[a0:a1], order[b0:b1], y, rs[a0:a1],
-                                rs[b0:b1], True, False)
-    else:
-        rows = np.asarray(rows, dtype=np.int64)
-        cols = np.arange(n, dtype=np.int64)
-        norms = _sq_norms(Z)
-        Zg = Z.astype(np.float32) if low_precision else Z
-        rest = np.zeros((n, 0))
-        step = max(1, _BLOCK_ELEMS // max(1, n))
-        for s in range(0, rows.shape[0], step):
-            tasks.append(rows[s:s + step])
-
-        def run(ra):
-            G = Zg[ra] @ Zg.T
-            return K.scan_block(G, norms[ra], norms, rest[ra], rest, ra, cols, y,
-                                rho2[ra], rho2, False, True)
+    def run(task):
+        a0, a1, b0, b1 = task
+        G = Zg[a0:a1] @ Zg[b0:b1].T
+        return K.scan_block(G, norms[a0:a1], norms[b0:b1], order[a0:a1],
+                            order[b0:b1], y, rs[a0:a1], rs[b0:b1], True, False)
 
     if max_pairs is not None:
         import threading
