@@ -339,24 +339,14 @@ def compact_active(indptr, indices, wimp, n):
     a_dst = np.empty(m, dtype=np.int64)
     a_w = np.empty(m)
     a_src = np.empty(m, dtype=np.int64)
-    a_ptrT = np.zeros(n + 1, dtype=np.int64)
     q = 0
     for i in range(n):
         for p in range(indptr[i], indptr[i + 1]):
             if wimp[p] != 0.0:
-                lb = indices[p]
-                a_dst[q] = lb
+                a_dst[q] = indices[p]
                 a_w[q] = wimp[p]
                 a_src[q] = i
-                a_ptrT[lb + 1] += 1
                 q += 1
         a_ptr[i + 1] = q
-    for i in range(n):
-        a_ptrT[i + 1] += a_ptrT[i]
-    fill = a_ptrT[:-1].copy()
-    a_permT = np.empty(m, dtype=np.int64)
-    for q in range(m):
-        lb = a_dst[q]
-        a_permT[fill[lb]] = q
-        fill[lb] += 1
+    a_ptrT, a_permT = group_by(a_dst, n)
     return a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT
