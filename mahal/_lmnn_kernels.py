@@ -127,9 +127,17 @@ def group_by(keys, n):
     return ptr, perm
 
 
+@njit(cache=True, inline="always", fastmath=True)
+def _dot32(Z32, a, b):
+    s = np.float32(0.0)
+    for t in range(Z32.shape[1]):
+        s += Z32[a, t] * Z32[b, t]
+    return s
+
+
 @njit(cache=True, nogil=True, fastmath=True)
-def loss_weights(Z, tn, indptr, indices, mu, smooth, r0, r1, row_loss, wt, wimp,
-                 row_active):
+def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
+                 row_loss, wt, wimp, row_active):
     """LMNN loss and the pair weights of its gradient.
 
     Loss ``Σ_i [(1 − μ) Σ_j d_ij + μ Σ_{j, l ∈ cand(i)} h(1 + d_ij − d_il)]`` with
@@ -137,12 +145,20 @@ def loss_weights(Z, tn, indptr, indices, mu, smooth, r0, r1, row_loss, wt, wimp,
     (``t²/(2s)`` on ``[0, s]``, ``t − s/2`` above). The gradient w.r.t. ``M`` is
     ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p wimp[p] x_il x_ilᵀ``.
 
+    Most candidates lie outside the current radius. If ``screen``, they are ruled
+    out with a float32 copy ``Z32`` of ``Z`` and the float64 squared norms ``norms``
+    (``d = ‖z_i‖² + ‖z_l‖² − 2 z_i·z_l``) and a rigorous bound on the float32
+    rounding, ``(r + 2) 2⁻²³ (‖z_i‖² + ‖z_l‖²)``, valid in any summation order; the
+    rest are computed exactly in float64. (Measured: 27% faster at r = 64 on digits,
+    48% slower at r = 16 on letter, where the exact distance is as cheap.)
+
     Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
     writes ``row_loss`` (n,), ``wt`` (n, k), ``wimp`` (nnz,), ``row_active`` (n,)
     (number of triplets with positive hinge argument) for those rows.
     """
     k = tn.shape[1]
     dti = np.zeros(k)
+    err = (Z.shape[1] + 2) * 2.0 ** -23
     for i in range(r0, r1):
         pull = 0.0
         rmax = -1.0
@@ -161,9 +177,15 @@ def loss_weights(Z, tn, indptr, indices, mu, smooth, r0, r1, row_loss, wt, wimp,
         act = 0
         if rmax >= 0.0:
             rad = rmax + 1.0
+            ni = norms[i]
             for p in range(indptr[i], indptr[i + 1]):
                 wimp[p] = 0.0
-                d = _sqdist(Z, i, indices[p])
+                lb = indices[p]
+                if screen:
+                    nn = ni + norms[lb]
+                    if nn - 2.0 * _dot32(Z32, i, lb) - err * nn >= rad:
+                        continue
+                d = _sqdist(Z, i, lb)
                 if d >= rad:
                     continue
                 w = 0.0

@@ -16,6 +16,8 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   with a width that shrinks over a few stages (default 1, 0.1, then 0 = the exact
   hinge), each a warm-started L-BFGS run: the quasi-Newton model needs a smooth
   function (on the exact hinge alone L-BFGS stalls early, with a worse metric).
+  The last stage restarts L-BFGS with a fresh memory when it stops on a small
+  relative decrease right after real progress (a line search caught on a kink).
 - Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
   differently-labelled ``l`` within ``(1 + slack)`` times ``i``'s margin radius
   ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
@@ -63,7 +65,15 @@ _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in c
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period.
 _MISS_TOL = 0.01
-_MAXCOR = 20  # L-BFGS memory
+# Rule out impostor candidates in float32 first from this many components on
+# (see K.loss_weights).
+_SCREEN_DIM = 32
+_MAXCOR = 20
+# The last stage restarts L-BFGS (at most _MAX_RESTARTS times) when its final
+# check found missed impostors, or when it stopped on ftol within half its budget
+# after lowering the objective by more than _RESTART_GAIN (relative).
+_MAX_RESTARTS = 3
+_RESTART_GAIN = 0.01  # L-BFGS memory
 _STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
 
 
@@ -138,7 +148,7 @@ class _Pool:
             return [fn(t) for t in tasks]
         return list(self._ex.map(fn, tasks))
 
-    def ranges(self, n, min_rows=512):
+    def ranges(self, n, min_rows=2048):
         """Row chunks; they do not depend on the number of threads, so that sums
         over chunks (and hence results) are the same for any ``n_jobs``."""
         n_chunks = min(32, max(1, n // min_rows))
@@ -288,9 +298,12 @@ class _Problem:
         wt = np.zeros((n, k))
         wimp = np.zeros(indices.shape[0])
         act = np.zeros(n, dtype=np.int64)
+        screen = Z.shape[1] >= _SCREEN_DIM
+        Z32 = Z.astype(np.float32) if screen else np.zeros((1, 1), np.float32)
+        norms = _sq_norms(Z)
         self.pool.map(lambda rg: K.loss_weights(
-            Z, self.tn, indptr, indices, self.mu, smooth, rg[0], rg[1], row_loss, wt,
-            wimp, act), self.ranges)
+            Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
+            rg[1], row_loss, wt, wimp, act), self.ranges)
         a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT = K.compact_active(
             indptr, indices, wimp, n)
         U = np.empty_like(Z)
@@ -369,6 +382,7 @@ class _LossOracle:
         self.t_search = 0.0
         self.n_active = 0
         self.n_candidates = 0
+        self.f_log = []
 
     def _refresh(self, Z, radius):
         t0 = time.perf_counter()
@@ -394,14 +408,13 @@ class _LossOracle:
 
     def evaluate(self, L, force_search=False):
         Z = self.prob.transform(L)
-        radius = self.prob.radius(Z)
         missed = False
         if self.indptr is None:
-            self._refresh(Z, radius)
+            self._refresh(Z, self.prob.radius(Z))
             f, g, act = self.prob.loss_grad(Z, self.indptr, self.indices, self.smooth)
         elif force_search or self.since >= self.period:
             old = self.indptr, self.indices
-            self._refresh(Z, radius)
+            self._refresh(Z, self.prob.radius(Z))
             f, g, act, wimp = self.prob.loss_grad(Z, self.indptr, self.indices,
                                                   self.smooth, return_weights=True)
             n_miss = K.count_missed(old[0], old[1], self.indptr, self.indices, wimp,
@@ -416,6 +429,7 @@ class _LossOracle:
             f, g, act = self.prob.loss_grad(Z, self.indptr, self.indices, self.smooth)
         self.since += 1
         self.n_evals += 1
+        self.f_log.append(f)
         self.n_active = act
         self.n_candidates = int(self.indices.shape[0])
         return f, g, missed
@@ -515,6 +529,7 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
         # Earlier (smoothed) stages only need a rough solution.
         budget = remaining if last else max(1, min(remaining, int(
             _STAGE_SHARE * max_iter / max(1, n_stages - 1)) + 1))
+        n_evals0 = oracle.n_evals
         res = minimize(oracle, x, method="L-BFGS-B", jac=True, callback=callback,
                        options=dict(maxiter=budget, ftol=tol, gtol=1e-12,
                                     maxcor=_MAXCOR))
@@ -522,8 +537,17 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
         if last:
             # Verify with an exact search at the final L; if impostors were
             # missed, continue from there with the refreshed graph.
-            _, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
-            if missed and n_restarts < 3 and n_iter < max_iter:
+            # A run that stopped early on a small relative decrease (ftol) while
+            # still making progress is often a line search caught on a kink of the
+            # hinge: a fresh L-BFGS memory gets past it (measured on digits: one
+            # split stopped at objective 6100 instead of ~1750, with 3.15% test
+            # error instead of 2.22%).
+            f_end, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
+            f_start = oracle.f_log[n_evals0]
+            stalled = (res.status == 0 and res.nit < budget // 2
+                       and f_start - f_end > _RESTART_GAIN * abs(f_start))
+            if ((missed or stalled) and n_restarts < _MAX_RESTARTS
+                    and n_iter < max_iter):
                 n_restarts += 1
                 continue
             if res.status == 1 and n_iter >= max_iter:
@@ -621,9 +645,11 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         ``tol`` (scipy's L-BFGS-B ``ftol``).
     regularization : float in (0, 1), default=0.5
         ``μ``, the weight of the push (impostor) term; ``1 − μ`` weighs the pull.
-    smoothing : sequence of float, default=(1.0, 0.1, 0.0)
+    smoothing : sequence of float, default=(1.0, 0.0)
         Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
-        stage should be 0 (the exact hinge).
+        stage should be 0 (the exact hinge). Measured against (1, 0.1, 0): equal or
+        lower test error on iris, wine, balance (20 splits), digits (5 splits) and
+        letter, at the same cost.
     random_state : int, RandomState or None
         For ``init='random'``; the solver itself is deterministic.
     verbose : bool, default=False
