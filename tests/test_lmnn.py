@@ -112,6 +112,45 @@ def test_loss_and_gradient_match_triple_loop(seed):
     np.testing.assert_allclose(g, g0, rtol=1e-8, atol=1e-8)
 
 
+def test_float32_screen_keeps_impostors_at_the_margin():
+    # 40 components (the screened path) and points far from the origin, where the
+    # float32 estimate ‖z_i‖² + ‖z_l‖² − 2 z_i·z_l is off by far more than the
+    # distances that decide: impostors 1e-6 inside the margin must still count.
+    from mahal import _lmnn_kernels as K
+
+    rng = np.random.default_rng(0)
+    r, m = 40, 30
+    blocks = []
+    for _ in range(m):  # (i, its target j, impostor candidate l)
+        c = 100.0 * rng.normal(size=r)
+        a = rng.uniform(0.5, 2.0)
+        u, v = np.linalg.qr(rng.normal(size=(r, 2)))[0].T
+        inside = rng.choice([-1e-6, 1e-6])
+        blocks += [c, c + np.sqrt(a) * u, c + np.sqrt(1.0 + a + inside) * v]
+    Z = np.array(blocks)
+    tn = np.full((3 * m, 1), -1, dtype=np.int64)
+    tn[0::3, 0] = np.arange(1, 3 * m, 3)
+    indptr = np.zeros(3 * m + 1, dtype=np.int64)
+    indptr[1::3] = 1
+    indptr = np.cumsum(indptr)
+    indices = np.arange(2, 3 * m, 3).astype(np.int64)
+    norms = np.einsum("ij,ij->i", Z, Z)
+    outs = []
+    for screen in (True, False):
+        out = [np.zeros(3 * m), np.zeros((3 * m, 1)), np.zeros(m),
+               np.zeros(3 * m, dtype=np.int64)]
+        K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn, indptr, indices,
+                       0.5, 0.0, 0, 3 * m, *out)
+        outs.append(out)
+    d_il = np.einsum("ij,ij->i", Z[0::3] - Z[2::3], Z[0::3] - Z[2::3])
+    d_ij = np.einsum("ij,ij->i", Z[0::3] - Z[1::3], Z[0::3] - Z[1::3])
+    active = d_il < 1.0 + d_ij
+    assert 0 < active.sum() < m
+    np.testing.assert_array_equal(outs[0][2] != 0, active)
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_gradient_matches_finite_differences():
     X, y = _blobs(30, 3, 3, 4)
     tn = select_target_neighbors(X, y, 2)
