@@ -16,8 +16,11 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   with a width that shrinks over a few stages (default 1, 0.1, then 0 = the exact
   hinge), each a warm-started L-BFGS run: the quasi-Newton model needs a smooth
   function (on the exact hinge alone L-BFGS stalls early, with a worse metric).
-  The last stage restarts L-BFGS with a fresh memory when it stops on a small
-  relative decrease right after real progress (a line search caught on a kink).
+  The last stage starts from an exact value (a fresh search) and restarts L-BFGS
+  with a fresh memory when it stops on a small relative decrease right after real
+  progress (a line search caught on a kink), or goes back to its start and
+  searches at every evaluation if it ended above its start (it followed values of
+  a stale candidate graph).
 - Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
   differently-labelled ``l`` within ``(1 + slack)`` times ``i``'s margin radius
   ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
@@ -530,6 +533,9 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
         budget = remaining if last else max(1, min(remaining, int(
             _STAGE_SHARE * max_iter / max(1, n_stages - 1)) + 1))
         n_evals0 = oracle.n_evals
+        x0 = x
+        if last:
+            oracle.since = oracle.period  # the run's first value is exact
         res = minimize(oracle, x, method="L-BFGS-B", jac=True, callback=callback,
                        options=dict(maxiter=budget, ftol=tol, gtol=1e-12,
                                     maxcor=_MAXCOR))
@@ -546,7 +552,14 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
             f_start = oracle.f_log[n_evals0]
             stalled = (res.status == 0 and res.nit < budget // 2
                        and f_start - f_end > _RESTART_GAIN * abs(f_start))
-            if ((missed or stalled) and n_restarts < _MAX_RESTARTS
+            # Values on a stale candidate graph underestimate the loss; if L-BFGS
+            # followed them to a point whose exact value is above the run's exact
+            # start, go back and search at every evaluation from now on.
+            worse = f_end > f_start
+            if worse:
+                x = x0
+                oracle.max_period = oracle.period = 1
+            if ((missed or stalled or worse) and n_restarts < _MAX_RESTARTS
                     and n_iter < max_iter):
                 n_restarts += 1
                 continue
