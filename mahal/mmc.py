@@ -57,13 +57,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 
 from ._mmc_kernels import cross_class_weights, project_trace_psd
 from ._validation import check_points
 from .constraints import Constraints
 from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
-from .linalg import components_from_metric
+from .linalg import components_from_metric, single_threaded_blas
 
 __all__ = ["MMC", "MMC_Supervised"]
 
@@ -446,7 +445,7 @@ def _single_threaded_blas(fit):
     """
     @functools.wraps(fit)
     def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             return fit(*args, **kwargs)
 
     return wrapper

@@ -325,8 +325,13 @@ def test_n_components_and_init():
         assert est.transform(X).shape == (60, 2)
 
 
-def test_deterministic_and_pickle():
-    X, y = _blobs(1200, 4, 3, 11)  # several row chunks
+def test_deterministic_and_pickle(monkeypatch):
+    import mahal.lmnn as lmnn_module
+
+    X, y = _blobs(1200, 4, 3, 11)
+    # several row chunks, and threads even for this small problem
+    monkeypatch.setattr(lmnn_module, "_CHUNK_ROWS", 256)
+    monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
     a = LMNN(init="random", random_state=3, n_jobs=2).fit(X, y)
     b = LMNN(init="random", random_state=3, n_jobs=1).fit(X, y)
     np.testing.assert_array_equal(a.components_, b.components_)
