@@ -528,6 +528,7 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
     n_stages = len(stages)
     si = 0
     n_restarts = 0
+    tol_met = False
     while si < n_stages:
         smooth = stages[si]
         oracle.smooth = smooth
@@ -566,11 +567,14 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
             if worse:
                 x = x0
                 oracle.max_period = oracle.period = 1
+            # a run that met ``tol`` on exact values has converged, even if the
+            # optional restart after it then runs out of iterations
+            tol_met = tol_met or (res.status == 0 and not missed and not worse)
             if ((missed or stalled or worse) and n_restarts < _MAX_RESTARTS
                     and n_iter < max_iter):
                 n_restarts += 1
                 continue
-            if res.status == 1 and n_iter >= max_iter:
+            if res.status == 1 and n_iter >= max_iter and not tol_met:
                 converged = False
         si += 1
     info = dict(n_evals=oracle.n_evals, n_searches=oracle.n_search,
