@@ -87,6 +87,13 @@ def preprocess_points(X, preprocessor, name="X"):
     return X
 
 
+def require_y(estimator, y):
+    """Raise scikit-learn's error for a supervised ``fit`` called with ``y=None``."""
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the "
+                         f"target y is None.")
+
+
 def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
                  classification=False, min_classes=2):
     """Validate points ``X`` (and labels ``y``) for ``estimator``.

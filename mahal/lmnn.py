@@ -60,7 +60,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from . import _lmnn_kernels as K
-from ._validation import check_n_components, check_points
+from ._validation import check_n_components, check_points, require_y
 from .base import MahalanobisMixin, initialize_components
 from .linalg import single_threaded_blas
 
@@ -609,6 +609,13 @@ def _check_positive_int(value, name, minimum=1):
     return int(value)
 
 
+def _check_regularization(mu):
+    """``μ`` (``regularization``) as a float in (0, 1)."""
+    if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
+        raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
+    return float(mu)
+
+
 def _prepare_targets(estimator, X, y, n_neighbors):
     """Encode labels, check class sizes, find target neighbours."""
     classes, y_enc = np.unique(y, return_inverse=True)
@@ -720,9 +727,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
     def _check_params(self):
         k = _check_positive_int(self.n_neighbors, "n_neighbors")
         _check_positive_int(self.max_iter, "max_iter")
-        mu = self.regularization
-        if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
-            raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
+        mu = _check_regularization(self.regularization)
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ValueError(f"tol must be a number ≥ 0; got {self.tol!r}.")
         if self.smoothing is not None:
@@ -734,7 +739,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
                                         or self.n_jobs == 0):
             raise ValueError(f"n_jobs must be None or a non-zero integer; got "
                              f"{self.n_jobs!r}.")
-        return k, float(mu)
+        return k, mu
 
     def fit(self, X, y):
         """Fit the metric.
@@ -749,9 +754,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self
         """
         k, mu = self._check_params()
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
-                             f"target y is None.")
+        require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
         self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
@@ -842,12 +845,8 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.base import clone
 
         k = _check_positive_int(self.n_neighbors, "n_neighbors")
-        mu = self.regularization
-        if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
-            raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
-                             f"target y is None.")
+        mu = _check_regularization(self.regularization)
+        require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         if self.metric_learner is None:
             learner = LMNN(n_neighbors=k, regularization=mu, n_jobs=self.n_jobs)

@@ -59,7 +59,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from ._mmc_kernels import cross_class_weights, project_trace_psd
-from ._validation import check_points
+from ._validation import check_points, require_y
 from .constraints import Constraints
 from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
 from .linalg import components_from_metric, single_threaded_blas
@@ -681,9 +681,7 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         """
         _check_params(self)
         name = type(self).__name__
-        if y is None:
-            raise ValueError(f"{name} requires y to be passed, but the target y is "
-                             "None.")
+        require_y(self, y)
         nc = self.n_constraints
         if nc is not None and (not isinstance(nc, numbers.Integral)
                                or isinstance(nc, bool) or nc < 1):
