@@ -550,24 +550,19 @@ def _clean(xs):
     return [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
 
 
-def _nanmean(xs):
-    xs = _clean(xs)
-    return float(np.mean(xs)) if xs else math.nan
+def _skipping_missing(reduce):
+    """``reduce`` over the values that are not None/NaN (NaN if there are none)."""
+    def f(xs):
+        xs = _clean(xs)
+        return float(reduce(xs)) if xs else math.nan
+
+    return f
 
 
-def _nanstd(xs):
-    xs = _clean(xs)
-    return float(np.std(xs)) if xs else math.nan
-
-
-def _nanmedian(xs):
-    xs = _clean(xs)
-    return float(np.median(xs)) if xs else math.nan
-
-
-def _nanmax(xs):
-    xs = _clean(xs)
-    return float(np.max(xs)) if xs else math.nan
+_nanmean = _skipping_missing(np.mean)
+_nanstd = _skipping_missing(np.std)
+_nanmedian = _skipping_missing(np.median)
+_nanmax = _skipping_missing(np.max)
 
 
 # --------------------------------------------------------------------------- tables
