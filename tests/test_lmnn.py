@@ -455,3 +455,85 @@ def test_find_impostors_chunked_scan_matches_bruteforce():
     got[src, dst] = True
     assert src.shape[0] == want.sum()
     assert np.array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------
+# Multi-pass LMNN
+
+
+def _balance_train():
+    from mahal import load_dataset
+    from sklearn.preprocessing import StandardScaler
+
+    d = load_dataset("balance", random_state=0)
+    sc = StandardScaler().fit(d.X_train)
+    return sc.transform(d.X_train), d.y_train, sc.transform(d.X_test), d.y_test
+
+
+def test_multi_pass_is_warm_started_solve_with_new_targets():
+    X, y, _, _ = _balance_train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = LMNN(n_jobs=1).fit(X, y)
+        two = LMNN(n_passes=2, n_jobs=1).fit(X, y)
+    # reference: the 3 nearest classmates in the learned space, by a full
+    # distance matrix; balance is a lattice, so equal difference vectors give
+    # exact ties: compare the distances of the chosen targets, not their indices
+    Z = one.transform(X)
+    D = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    D[y[:, None] != y[None, :]] = np.inf
+    np.fill_diagonal(D, np.inf)
+    ref = np.sort(D, axis=1)[:, :3]
+    tn = two.target_neighbors_
+    assert np.all(y[tn] == y[:, None]) and np.all(tn != np.arange(len(y))[:, None])
+    np.testing.assert_allclose(np.sort(np.take_along_axis(D, tn, 1), axis=1), ref,
+                               rtol=1e-9, atol=1e-12)
+    assert np.count_nonzero(np.any(tn != one.target_neighbors_, axis=1)) > 0
+    y_enc = np.unique(y, return_inverse=True)[1].astype(np.int64)
+    L, n_iter, _, _ = lmnn_solve(X, y_enc, tn, one.components_, max_iter=50)
+    assert two.n_passes_ == 2
+    np.testing.assert_allclose(two.components_, L, rtol=1e-10, atol=1e-12)
+    assert two.n_iter_ == one.n_iter_ + n_iter
+
+
+def test_multi_pass_stops_when_target_neighbors_do_not_change():
+    # in one dimension any metric is a scaling: the nearest classmates stay the same
+    pos = np.array([0.0, 1.0, 3.0, 7.0, 15.0])
+    X = np.concatenate([pos, pos + 0.5]).reshape(-1, 1)
+    y = np.repeat([0, 1], 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = LMNN(n_neighbors=2, n_jobs=1).fit(X, y)
+        many = LMNN(n_neighbors=2, n_passes=4, n_jobs=1).fit(X, y)
+    assert many.n_passes_ == 1 and one.n_passes_ == 1
+    np.testing.assert_array_equal(many.components_, one.components_)
+    assert many.n_iter_ == one.n_iter_
+
+
+def test_multi_pass_lowers_balance_error():
+    # Weinberger & Saul's balance figure (5.86%) is below what one pass reaches:
+    # the input space's nearest classmates on balance's lattice are poor targets
+    X, y, Xt, yt = _balance_train()
+    err = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for p in (1, 4):
+            m = LMNN(n_passes=p, n_jobs=1).fit(X, y)
+            knn = KNeighborsClassifier(3).fit(m.transform(X), y)
+            err[p] = 1 - knn.score(m.transform(Xt), yt)
+    assert err[4] < err[1] - 0.05
+
+
+def test_energy_uses_the_learners_multi_pass_targets():
+    X, y = _blobs(45, 3, 3, 8, spread=2.0)
+    Xt = _blobs(12, 3, 3, 9, spread=2.0)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        metric = LMNN(n_passes=3, n_jobs=1).fit(X, y)
+    tn = metric.target_neighbors_
+    assert metric.n_passes_ >= 2
+    assert np.any(tn != naive_target_neighbors(X, y, 3))
+    clf = LMNNEnergyClassifier(metric, prefit=True).fit(X, y)
+    G = metric.components_
+    E0 = naive_energy(X @ G.T, y, tn, Xt @ G.T, 3, 0.5)
+    np.testing.assert_allclose(clf.energy(Xt), E0, rtol=1e-9, atol=1e-9)
