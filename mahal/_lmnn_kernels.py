@@ -257,6 +257,39 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
             U[i, t] = acc[t]
 
 
+@njit(cache=True, nogil=True)
+def loss_grad_serial(Xc, Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu,
+                     smooth):
+    """Loss, gradient w.r.t. ``L`` (``2 Uᵀ Xc``), active triplets and impostor-pair
+    weights in one call: :func:`loss_weights`, :func:`compact_active` and
+    :func:`laplacian_dot` over all rows, for problems too small for threads (it
+    saves the Python-level calls and allocations between the kernels)."""
+    n, k = tn.shape
+    row_loss = np.zeros(n)
+    wt = np.zeros((n, k))
+    wimp = np.zeros(indices.shape[0])
+    act = np.zeros(n, dtype=np.int64)
+    norms = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for t in range(Z.shape[1]):
+            s += Z[i, t] * Z[i, t]
+        norms[i] = s
+    if screen:
+        Z32 = Z.astype(np.float32)
+    else:
+        Z32 = np.zeros((1, 1), dtype=np.float32)
+    loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, 0, n,
+                 row_loss, wt, wimp, act)
+    a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT = compact_active(indptr, indices,
+                                                               wimp, n)
+    U = np.empty_like(Z)
+    laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
+                  a_src, 0, n, U)
+    grad = 2.0 * np.dot(np.ascontiguousarray(U.T), Xc)
+    return row_loss.sum(), grad, act.sum(), wimp
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
     """LMNN energies of test points (rows of ``D``) for every class.

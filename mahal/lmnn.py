@@ -301,11 +301,19 @@ class _Problem:
 
     def loss_grad(self, Z, indptr, indices, smooth, return_weights=False):
         n, k = self.tn.shape
+        screen = Z.shape[1] >= _SCREEN_DIM
+        if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
+            # never threaded at this size, whatever n_jobs: one compiled call
+            f, grad, act, wimp = K.loss_grad_serial(
+                self.Xc, Z, screen, self.tn, self.tnT[0], self.tnT[1], indptr,
+                indices, self.mu, smooth)
+            if return_weights:
+                return f, grad, int(act), wimp
+            return f, grad, int(act)
         row_loss = np.zeros(n)
         wt = np.zeros((n, k))
         wimp = np.zeros(indices.shape[0])
         act = np.zeros(n, dtype=np.int64)
-        screen = Z.shape[1] >= _SCREEN_DIM
         Z32 = Z.astype(np.float32) if screen else np.zeros((1, 1), np.float32)
         norms = _sq_norms(Z)
         self.pool.map(lambda rg: K.loss_weights(
