@@ -121,7 +121,7 @@ def select_target_neighbors(X, y, n_neighbors):
             e = min(s + step, m)
             D = nc[s:e, None] + nc[None, :] - 2.0 * (Xc[s:e] @ Xc.T)
             D[np.arange(e - s), np.arange(s, e)] = np.inf
-            cand = np.argpartition(D, kk - 1, axis=1)[:, :kk]
+            cand = K.smallest_k(D, kk)
             diff = Xc[s:e, None, :] - Xc[cand]
             exact = np.einsum("abt,abt->ab", diff, diff)
             order = np.lexsort((cand, exact), axis=-1)[:, :kc]

@@ -537,3 +537,14 @@ def test_energy_uses_the_learners_multi_pass_targets():
     G = metric.components_
     E0 = naive_energy(X @ G.T, y, tn, Xt @ G.T, 3, 0.5)
     np.testing.assert_allclose(clf.energy(Xt), E0, rtol=1e-9, atol=1e-9)
+
+
+def test_smallest_k_kernel_matches_stable_argsort():
+    from mahal._lmnn_kernels import smallest_k
+
+    rng = np.random.default_rng(3)
+    D = rng.integers(0, 6, size=(40, 30)).astype(float)  # many ties
+    D[rng.random(D.shape) < 0.1] = np.inf
+    for kk in (1, 3, 7):
+        np.testing.assert_array_equal(smallest_k(D, kk),
+                                      np.argsort(D, axis=1, kind="stable")[:, :kk])
