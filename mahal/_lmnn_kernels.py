@@ -287,12 +287,13 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
 
 
 @njit(cache=True, nogil=True)
-def loss_grad_serial(Xc, Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu,
-                     smooth):
-    """Loss, gradient w.r.t. ``L`` (``2 Uᵀ Xc``), active triplets and impostor-pair
-    weights in one call: :func:`loss_weights`, :func:`compact_active` and
-    :func:`laplacian_dot` over all rows, for problems too small for threads (it
-    saves the Python-level calls and allocations between the kernels)."""
+def loss_grad_serial(Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu, smooth):
+    """Loss, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), active triplets and
+    impostor-pair weights in one call: :func:`loss_weights`, :func:`compact_active`
+    and :func:`laplacian_dot` over all rows, for problems too small for threads (it
+    saves the Python-level calls and allocations between the kernels). The product
+    ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
+    against numpy's 266 µs at 1257 × 64 (digits)."""
     n, k = tn.shape
     row_loss = np.zeros(n)
     wt = np.zeros((n, k))
@@ -315,8 +316,7 @@ def loss_grad_serial(Xc, Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu,
     U = np.empty_like(Z)
     laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
                   a_src, 0, n, U)
-    grad = 2.0 * np.dot(np.ascontiguousarray(U.T), Xc)
-    return row_loss.sum(), grad, act.sum(), wimp
+    return row_loss.sum(), U, act.sum(), wimp
 
 
 @njit(cache=True, nogil=True, fastmath=True)

@@ -304,9 +304,10 @@ class _Problem:
         screen = Z.shape[1] >= _SCREEN_DIM
         if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
             # never threaded at this size, whatever n_jobs: one compiled call
-            f, grad, act, wimp = K.loss_grad_serial(
-                self.Xc, Z, screen, self.tn, self.tnT[0], self.tnT[1], indptr,
-                indices, self.mu, smooth)
+            f, U, act, wimp = K.loss_grad_serial(
+                Z, screen, self.tn, self.tnT[0], self.tnT[1], indptr, indices,
+                self.mu, smooth)
+            grad = 2.0 * (U.T @ self.Xc)
             if return_weights:
                 return f, grad, int(act), wimp
             return f, grad, int(act)
