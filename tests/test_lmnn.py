@@ -421,7 +421,7 @@ def test_duplicates_and_constant_features():
 # scikit-learn conventions
 
 
-@parametrize_with_checks([LMNN(), LMNNEnergyClassifier()])
+@parametrize_with_checks([LMNN(), LMNN(n_passes=2), LMNNEnergyClassifier()])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (UserWarning, ConvergenceWarning))
