@@ -8,7 +8,9 @@ distances ``d_ij = ‖L(x_i − x_j)‖²`` the objective is
 
 (``μ`` = ``regularization``). :func:`lmnn_loss_grad` is the plain function of that
 objective; :class:`LMNN` minimises it over ``L`` with L-BFGS; ``mahal.reference.lmnn``
-hands the same objective (in ``M = LᵀL``) to cvxpy.
+hands the same objective (in ``M = LᵀL``) to cvxpy. With ``n_passes > 1`` (the
+paper's multi-pass LMNN) the target neighbours are then selected again in the
+learned space and the minimisation continues from the learned ``L``.
 
 Solver design (measured in ``benchmarks/lmnn_speed.py``):
 
@@ -44,7 +46,9 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
 - Parallelism: the kernels release the GIL and run on row chunks in a thread pool
   (``n_jobs``); BLAS is limited to one thread during ``fit`` so that two thread pools
   never spin against each other. Chunks do not depend on ``n_jobs``: results are
-  identical for any number of threads.
+  identical for any number of threads. Below ``2 × 4096`` rows the kernels never
+  run threaded, and one evaluation's kernels run as a single compiled call
+  (:func:`K.loss_grad_serial`: fixed costs dominate small fits).
 """
 
 import numbers
