@@ -629,8 +629,9 @@ def _check_regularization(mu):
     return float(mu)
 
 
-def _prepare_targets(estimator, X, y, n_neighbors):
-    """Encode labels, check class sizes, find target neighbours."""
+def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
+    """Encode labels, check class sizes, find target neighbours (or take
+    ``targets``, of shape (n_samples, n_neighbors), as they are)."""
     classes, y_enc = np.unique(y, return_inverse=True)
     y_enc = y_enc.astype(np.int64)
     counts = np.bincount(y_enc)
@@ -646,7 +647,10 @@ def _prepare_targets(estimator, X, y, n_neighbors):
             f"{n_neighbors + 1} members (e.g. {small[:3].tolist()}): their points get "
             f"all their classmates (m − 1 < n_neighbors) as target neighbours; "
             f"singletons only act as impostors.", UserWarning)
-    tn = select_target_neighbors(X, y_enc, n_neighbors)
+    if targets is None:
+        tn = select_target_neighbors(X, y_enc, n_neighbors)
+    else:
+        tn = np.asarray(targets, dtype=np.int64)
     return classes, y_enc, tn
 
 
@@ -912,12 +916,12 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         else:
             learner = clone(self.metric_learner).fit(X, y)
         self.metric_learner_ = learner
-        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
+        # the learner's own targets if it has them for these points (after
+        # multi-pass: chosen in the learned space), so they are not searched twice
         learned_tn = getattr(learner, "target_neighbors_", None)
-        if learned_tn is not None and np.shape(learned_tn) == tn.shape:
-            # the learner's own targets (after multi-pass: chosen in the learned
-            # space)
-            tn = np.asarray(learned_tn, dtype=np.int64)
+        if np.shape(learned_tn) != (X.shape[0], k):
+            learned_tn = None
+        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k, learned_tn)
         G = np.asarray(learner.components_, dtype=np.float64)
         if G.shape[1] != X.shape[1]:
             raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
