@@ -795,7 +795,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
         L = initialize_components(n_components, X, y_enc, self.init,
                                   self.random_state)
-        n_iter = 0
+        n_iter = n_passes = 0
         all_converged = True
         t_start = time.perf_counter()
         for p in range(self.n_passes):
@@ -814,22 +814,21 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
                 smoothing=self.smoothing, verbose=self.verbose,
                 n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
             n_iter += it
+            n_passes += 1
             all_converged = all_converged and converged
             if self.verbose:
                 print(f"[{type(self).__name__}] Training took {info['time']:8.2f}s "
                       f"({info['n_evals']} evaluations, {info['n_searches']} "
                       f"impostor searches).")
-        else:
-            p = self.n_passes
         if not all_converged:
             warnings.warn(f"[{type(self).__name__}] LMNN did not converge in "
                           f"max_iter={self.max_iter} iterations.", ConvergenceWarning)
         if self.verbose and self.n_passes > 1:
-            print(f"[{type(self).__name__}] {p} pass(es) took "
+            print(f"[{type(self).__name__}] {n_passes} pass(es) took "
                   f"{time.perf_counter() - t_start:8.2f}s.")
         self.components_ = L
         self.n_iter_ = n_iter
-        self.n_passes_ = p
+        self.n_passes_ = n_passes
         self.target_neighbors_ = tn
         return self
 
