@@ -702,10 +702,10 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Each pass runs up to ``max_iter`` iterations. Helps where the input space's
         nearest classmates are poor targets; choose it by cross-validation.
         Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
-        17.29% with 1 pass, 5.00% with ``n_passes`` chosen among 1, 2, 4, 8 by
-        3-fold CV on each training split; letter 3.55% (1 pass), 2.60% (2),
-        2.20% (4); but iris 3.91% against 4.09% and wine 2.39% against 2.63%
-        with the CV choice.
+        17.26% with 1 pass, 5.07% with ``n_passes`` chosen among 1, 2, 4, 8 by
+        3-fold CV on each training split; letter 3.55% with 1 pass, 2.20% with
+        the 4 passes CV chose among 1, 2, 4; but iris 3.91% against 4.09% and
+        wine 2.39% against 2.63% with the CV choice.
     smoothing : sequence of float, default=(1.0, 0.1, 0.0)
         Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
         stage should be 0 (the exact hinge). Measured: ``(1, 0)`` gives equal or
