@@ -286,19 +286,12 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
             U[i, t] = acc[t]
 
 
-@njit(cache=True, nogil=True)
-def loss_grad_serial(Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu, smooth):
-    """Loss, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), active triplets and
-    impostor-pair weights in one call: :func:`loss_weights`, :func:`compact_active`
-    and :func:`laplacian_dot` over all rows, for problems too small for threads (it
-    saves the Python-level calls and allocations between the kernels). The product
-    ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
-    against numpy's 266 µs at 1257 × 64 (digits)."""
-    n, k = tn.shape
-    row_loss = np.zeros(n)
-    wt = np.zeros((n, k))
-    wimp = np.zeros(indices.shape[0])
-    act = np.zeros(n, dtype=np.int64)
+@njit(cache=True)
+def loss_buffers(Z, screen, k, nnz):
+    """Inputs and outputs of :func:`loss_weights` for all ``n`` rows of ``Z``:
+    ``row_loss`` (n,), ``wt`` (n, k), ``wimp`` (nnz,), ``row_active`` (n,), the
+    squared norms of ``Z`` and its float32 copy (a 1 × 1 dummy unless ``screen``)."""
+    n = Z.shape[0]
     norms = np.empty(n)
     for i in range(n):
         s = 0.0
@@ -309,6 +302,21 @@ def loss_grad_serial(Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu, smoo
         Z32 = Z.astype(np.float32)
     else:
         Z32 = np.zeros((1, 1), dtype=np.float32)
+    return (np.zeros(n), np.zeros((n, k)), np.zeros(nnz),
+            np.zeros(n, dtype=np.int64), norms, Z32)
+
+
+@njit(cache=True, nogil=True)
+def loss_grad_serial(Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu, smooth):
+    """Loss, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), active triplets and
+    impostor-pair weights in one call: :func:`loss_weights`, :func:`compact_active`
+    and :func:`laplacian_dot` over all rows, for problems too small for threads (it
+    saves the Python-level calls and allocations between the kernels). The product
+    ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
+    against numpy's 266 µs at 1257 × 64 (digits)."""
+    n, k = tn.shape
+    row_loss, wt, wimp, act, norms, Z32 = loss_buffers(Z, screen, k,
+                                                       indices.shape[0])
     loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, 0, n,
                  row_loss, wt, wimp, act)
     a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT = compact_active(indptr, indices,

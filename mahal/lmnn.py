@@ -315,12 +315,8 @@ class _Problem:
             if return_weights:
                 return f, grad, int(act), wimp
             return f, grad, int(act)
-        row_loss = np.zeros(n)
-        wt = np.zeros((n, k))
-        wimp = np.zeros(indices.shape[0])
-        act = np.zeros(n, dtype=np.int64)
-        Z32 = Z.astype(np.float32) if screen else np.zeros((1, 1), np.float32)
-        norms = _sq_norms(Z)
+        row_loss, wt, wimp, act, norms, Z32 = K.loss_buffers(Z, screen, k,
+                                                             indices.shape[0])
         self.pool.map(lambda rg: K.loss_weights(
             Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
             rg[1], row_loss, wt, wimp, act), self.ranges)
