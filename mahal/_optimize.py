@@ -1,0 +1,272 @@
+"""L-BFGS over a line oracle (used by LMNN).
+
+scipy's ``L-BFGS-B`` asks for the full value and gradient at every trial point of
+its line search. Where the objective is a function of a linear image of the
+parameters (LMNN: of ``Z = X Lᵀ``), a trial along a direction ``P`` is much cheaper
+than that: ``Z + α X Pᵀ`` is an axpy, and the directional derivative is an inner
+product in the image space. :func:`lbfgs` therefore talks to a *line oracle*:
+
+``start(x) -> (f, g)``
+    value and gradient at ``x``; ``x`` becomes the current point.
+``set_direction(p)``
+    the search direction from the current point.
+``trial(alpha) -> (f, dphi)``
+    value and directional derivative at ``current + alpha p``.
+``accept(alpha) -> (f, g)``
+    move to ``current + alpha p`` and return the value and the full gradient
+    there (the oracle may change the function at this point, e.g. refresh a
+    cache: the returned ``f`` is the one the next iteration starts from).
+
+:class:`FunctionLine` adapts a plain ``fun(x) -> (f, g)``.
+
+The iteration is the textbook one (Nocedal & Wright, *Numerical Optimization*,
+algorithms 7.4/7.5 and the strong-Wolfe line search 3.5/3.6 with safeguarded cubic
+interpolation); the two-loop recursion is a numba kernel, so the per-iteration
+overhead is a few microseconds (scipy's ``setulb`` took 1.8 ms per call at 172 ×
+172 parameters, 12% of an isolet fit). The stopping rules are scipy's: ``ftol``
+on the relative decrease, ``gtol`` on the largest gradient entry.
+"""
+
+import numpy as np
+from numba import njit
+
+# status codes (as scipy's L-BFGS-B)
+CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
+
+
+@njit(cache=True, fastmath=True)
+def _two_loop(g, S, Y, rho, head, count, gamma):
+    """``−H g`` for the L-BFGS inverse Hessian of the ``count`` newest pairs
+    (circular buffers ``S``, ``Y`` of shape (m, N), newest at ``head − 1``)."""
+    m, N = S.shape
+    q = g.copy()
+    alpha = np.empty(m)
+    for c in range(count):
+        i = (head - 1 - c) % m
+        a = 0.0
+        for t in range(N):
+            a += S[i, t] * q[t]
+        a *= rho[i]
+        alpha[i] = a
+        for t in range(N):
+            q[t] -= a * Y[i, t]
+    for t in range(N):
+        q[t] *= gamma
+    for c in range(count - 1, -1, -1):
+        i = (head - 1 - c) % m
+        b = 0.0
+        for t in range(N):
+            b += Y[i, t] * q[t]
+        b = alpha[i] - rho[i] * b
+        for t in range(N):
+            q[t] += b * S[i, t]
+    for t in range(N):
+        q[t] = -q[t]
+    return q
+
+
+def _cubic_min(a, fa, da, b, fb, db):
+    """Minimiser of the cubic interpolating (a, fa, da), (b, fb, db), or None."""
+    d1 = da + db - 3.0 * (fa - fb) / (a - b)
+    disc = d1 * d1 - da * db
+    if disc < 0.0:
+        return None
+    d2 = np.copysign(np.sqrt(disc), b - a)
+    den = db - da + 2.0 * d2
+    if den == 0.0:
+        return None
+    return b - (b - a) * (db + d2 - d1) / den
+
+
+def _zoom(oracle, f0, d0, lo, hi, c1, c2, evals_left):
+    """Algorithm 3.6: ``lo`` satisfies sufficient decrease; the interval between
+    ``lo`` and ``hi`` holds a strong-Wolfe point. Returns ``(alpha, f, evals)``;
+    ``alpha`` is ``lo[0]`` (possibly 0) when the budget runs out."""
+    (a_lo, f_lo, d_lo), (a_hi, f_hi, d_hi) = lo, hi
+    n = 0
+    while n < evals_left:
+        width = a_hi - a_lo
+        a = _cubic_min(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
+        # safeguard: stay inside the central 80% of the bracket
+        if a is None or not np.isfinite(a) or not (
+                min(a_lo, a_hi) + 0.1 * abs(width) <= a
+                <= max(a_lo, a_hi) - 0.1 * abs(width)):
+            a = a_lo + 0.5 * width
+        f, d = oracle.trial(a)
+        n += 1
+        if not np.isfinite(f) or f > f0 + c1 * a * d0 or f >= f_lo:
+            a_hi, f_hi, d_hi = a, f, d
+        else:
+            if abs(d) <= -c2 * d0:
+                return a, f, n
+            if d * (a_hi - a_lo) >= 0.0:
+                a_hi, f_hi, d_hi = a_lo, f_lo, d_lo
+            a_lo, f_lo, d_lo = a, f, d
+        if abs(a_hi - a_lo) <= 1e-12 * max(1.0, abs(a_lo)):
+            break
+    return a_lo, f_lo, n
+
+
+def line_search(oracle, f0, d0, alpha0, c1=1e-4, c2=0.9, max_evals=20):
+    """Strong-Wolfe line search (algorithm 3.5) along the oracle's direction.
+
+    Returns ``(alpha, f, evals)``; ``alpha = 0`` when no point with sufficient
+    decrease was found. When the budget runs out, the best point found with
+    sufficient decrease is returned (the curvature condition may then fail; the
+    caller skips such a pair).
+    """
+    a_prev, f_prev, d_prev = 0.0, f0, d0
+    a = alpha0
+    for n in range(max_evals):
+        f, d = oracle.trial(a)
+        if not np.isfinite(f) or f > f0 + c1 * a * d0 or (n > 0 and f >= f_prev):
+            a, f, m = _zoom(oracle, f0, d0, (a_prev, f_prev, d_prev), (a, f, d),
+                            c1, c2, max_evals - n - 1)
+            return a, f, n + 1 + m
+        if abs(d) <= -c2 * d0:
+            return a, f, n + 1
+        if d >= 0.0:
+            a, f, m = _zoom(oracle, f0, d0, (a, f, d), (a_prev, f_prev, d_prev),
+                            c1, c2, max_evals - n - 1)
+            return a, f, n + 1 + m
+        a_prev, f_prev, d_prev = a, f, d
+        a = 4.0 * a
+    return a_prev, f_prev, max_evals
+
+
+class Result:
+    """Outcome of :func:`lbfgs`: ``x``, ``fun``, ``nit``, ``nfev`` (trial
+    evaluations), ``status`` (0 converged, 1 ``max_iter`` reached, 2 the line
+    search failed from steepest descent)."""
+
+    def __init__(self, x, fun, nit, nfev, status):
+        self.x, self.fun, self.nit, self.nfev, self.status = x, fun, nit, nfev, status
+
+
+def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
+          warm=None):
+    """Minimise with L-BFGS over a line oracle (see the module docstring).
+
+    Parameters
+    ----------
+    oracle : line oracle
+    x0 : ndarray of shape (N,)
+    max_iter : int
+        Iterations (accepted steps).
+    ftol : float
+        Stop when ``(f_k − f_{k+1}) ≤ ftol · max(|f_k|, |f_{k+1}|, 1)``.
+    gtol : float
+        Stop when the largest absolute gradient entry is at most ``gtol``.
+    memory : int
+        Number of correction pairs.
+    callback : callable, optional
+        Called as ``callback(nit, f)`` after every iteration.
+    warm : Result, optional
+        A previous run on a related function (same ``N``) whose correction pairs
+        start this one's memory.
+
+    Returns
+    -------
+    Result
+    """
+    x = np.array(x0, dtype=np.float64).ravel()
+    N = x.shape[0]
+    if warm is not None:
+        S, Y, rho, head, count, gamma = (a.copy() if isinstance(a, np.ndarray) else a
+                                         for a in warm.memory)
+    else:
+        S = np.zeros((memory, N))
+        Y = np.zeros((memory, N))
+        rho = np.zeros(memory)
+        head = count = 0
+        gamma = 1.0
+    f, g = oracle.start(x)
+    nit = nfev = 0
+    retried = False
+    status = MAX_ITER
+    while nit < max_iter:
+        if np.max(np.abs(g)) <= gtol:
+            status = CONVERGED
+            break
+        p = _two_loop(g, S, Y, rho, head, count, gamma)
+        d0 = float(p @ g)
+        if count == 0 or d0 >= 0.0:  # (not a descent direction: forget the memory)
+            count = 0
+            p = -g
+            d0 = -float(g @ g)
+            alpha0 = min(1.0, 1.0 / np.sqrt(-d0))
+        else:
+            alpha0 = 1.0
+        oracle.set_direction(p)
+        alpha, f_new, n = line_search(oracle, f, d0, alpha0)
+        nfev += n
+        if alpha == 0.0:
+            if retried:
+                status = LINE_SEARCH_FAILED
+                break
+            # Retry once from steepest descent, with the value and gradient
+            # evaluated again (the oracle may have changed the function during
+            # the line search).
+            f, g = oracle.start(x)
+            count = 0
+            retried = True
+            continue
+        retried = False
+        f_old = f
+        f, g_new = oracle.accept(alpha)
+        nit += 1
+        s = alpha * p
+        yv = g_new - g
+        sy = float(s @ yv)
+        if sy > 1e-10 * float(yv @ yv):
+            S[head] = s
+            Y[head] = yv
+            rho[head] = 1.0 / sy
+            head = (head + 1) % memory
+            count = min(count + 1, memory)
+            gamma = sy / float(yv @ yv)
+        x += s
+        g = g_new
+        if callback is not None:
+            callback(nit, f)
+        if f_old - f_new <= ftol * max(abs(f_old), abs(f_new), 1.0):
+            status = CONVERGED
+            break
+    else:
+        status = MAX_ITER
+    res = Result(x, f, nit, nfev, status)
+    res.memory = S, Y, rho, head, count, gamma
+    return res
+
+
+class FunctionLine:
+    """Line oracle of a plain ``fun(x) -> (f, g)``."""
+
+    def __init__(self, fun):
+        self.fun = fun
+        self.n_evals = 0
+
+    def _eval(self, x):
+        self.n_evals += 1
+        f, g = self.fun(x)
+        return float(f), np.asarray(g, dtype=np.float64).ravel()
+
+    def start(self, x):
+        self.x = np.array(x, dtype=np.float64)
+        self.last = None
+        return self._eval(self.x)
+
+    def set_direction(self, p):
+        self.p = p
+        self.last = None
+
+    def trial(self, alpha):
+        f, g = self._eval(self.x + alpha * self.p)
+        self.last = alpha, f, g
+        return f, float(g @ self.p)
+
+    def accept(self, alpha):
+        if self.last is None or self.last[0] != alpha:
+            self.trial(alpha)
+        self.x = self.x + alpha * self.p
+        return self.last[1], self.last[2]
