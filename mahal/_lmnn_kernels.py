@@ -164,6 +164,31 @@ def _dot32(Z32, a, b):
     return s
 
 
+@njit(cache=True, inline="always")
+def _pair_triplets(tn, i, dti, d, mu, smooth, wrow):
+    """The triplets ``(i, j, l)`` of one impostor pair with ``d = d_il``
+    (``dti[jj] = d_ij``): returns the summed (smoothed) hinge, the number of active
+    triplets and ``Σ_j g_ijl``, and adds ``μ g_ijl`` to ``wrow[jj]``."""
+    push = 0.0
+    act = 0
+    w = 0.0
+    for jj in range(tn.shape[1]):
+        if tn[i, jj] < 0:
+            continue
+        t = 1.0 + dti[jj] - d
+        if t > 0.0:
+            act += 1
+            if t >= smooth:
+                push += t - 0.5 * smooth
+                g = 1.0
+            else:
+                push += 0.5 * t * t / smooth
+                g = t / smooth
+            wrow[jj] += mu * g
+            w += g
+    return push, act, w
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
                  row_loss, wt, wimp, row_active):
@@ -217,21 +242,9 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
                 d = _sqdist(Z, i, lb)
                 if d >= rad:
                     continue
-                w = 0.0
-                for jj in range(k):
-                    if tn[i, jj] < 0:
-                        continue
-                    t = 1.0 + dti[jj] - d
-                    if t > 0.0:
-                        act += 1
-                        if t >= smooth:
-                            push += t - 0.5 * smooth
-                            g = 1.0
-                        else:
-                            push += 0.5 * t * t / smooth
-                            g = t / smooth
-                        wt[i, jj] += mu * g
-                        w += g
+                h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, wt[i])
+                push += h
+                act += a
                 wimp[p] = -mu * w
         else:
             for p in range(indptr[i], indptr[i + 1]):
@@ -403,19 +416,57 @@ def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
             out[t, c] = (1.0 - mu) * pull + mu * push + mu * (total - third[c])
 
 
-@njit(cache=True)
-def count_missed(old_ptr, old_idx, new_ptr, new_idx, wimp, n):
-    """Number of active impostor pairs of the new candidate graph (``wimp[p] ≠ 0``)
-    that the old candidate graph did not hold."""
+@njit(cache=True, fastmath=True)
+def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
+               patch):
+    """Impostor pairs ``(i, l)`` of the new candidate graph that the old one did
+    not hold and that lie inside ``i``'s margin radius (``d_il < radius[i]``, the
+    test of :func:`loss_weights`: exactly the pairs with an active triplet).
+
+    With ``patch``, adds their terms to an evaluation made on the old graph at
+    ``Z`` (its ``U = Lap(W) Z``, updated in place), which makes it the evaluation
+    on the new graph. Returns ``(n_missed, loss increment, active increment)``."""
+    n, k = tn.shape
+    r = Z.shape[1]
     mark = np.full(n, -1, dtype=np.int64)
+    dti = np.zeros(k)
+    dw = np.zeros(k)
     missed = 0
+    loss = 0.0
+    act = 0
     for i in range(n):
         for p in range(old_ptr[i], old_ptr[i + 1]):
             mark[old_idx[p]] = i
         for p in range(new_ptr[i], new_ptr[i + 1]):
-            if wimp[p] != 0.0 and mark[new_idx[p]] != i:
-                missed += 1
-    return missed
+            lb = new_idx[p]
+            if mark[lb] == i:
+                continue
+            d = _sqdist(Z, i, lb)
+            if d >= radius[i]:
+                continue
+            missed += 1
+            if not patch:
+                continue
+            for jj in range(k):
+                dw[jj] = 0.0
+                if tn[i, jj] >= 0:
+                    dti[jj] = _sqdist(Z, i, tn[i, jj])
+            h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, dw)
+            loss += mu * h
+            act += a
+            # the pair weights: −μ Σ_j g on (i, l), μ g on each (i, j)
+            for t in range(r):
+                u = -mu * w * (Z[i, t] - Z[lb, t])
+                U[i, t] += u
+                U[lb, t] -= u
+            for jj in range(k):
+                if dw[jj] != 0.0:
+                    j = tn[i, jj]
+                    for t in range(r):
+                        u = dw[jj] * (Z[i, t] - Z[j, t])
+                        U[i, t] += u
+                        U[j, t] -= u
+    return missed, loss, act
 
 
 @njit(cache=True)

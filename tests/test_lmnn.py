@@ -428,18 +428,85 @@ def test_sklearn_compatible(estimator, check):
         check(estimator)
 
 
-def test_count_missed_kernel():
-    # Active pairs (wimp ≠ 0) of the new candidate graph that the old one lacks.
+@pytest.mark.parametrize("smooth", [0.0, 0.5])
+def test_add_missed_kernel(smooth):
+    # Pairs of the new candidate graph that the old one lacks and that lie inside
+    # the margin radius, against a set-based loop; with ``patch``, the evaluation
+    # on the old graph plus their terms equals the evaluation on the new graph.
     from mahal import _lmnn_kernels as K
+    from mahal.lmnn import _Problem
 
-    old_ptr = np.array([0, 2, 2, 3], dtype=np.int64)
-    old_idx = np.array([1, 2, 0], dtype=np.int64)
-    new_ptr = np.array([0, 3, 4, 5], dtype=np.int64)
-    new_idx = np.array([2, 1, 0, 2, 1], dtype=np.int64)
-    wimp = np.array([-1.0, 0.0, -0.5, -2.0, 0.0])
-    # row 0: 2 (old) active, 1 inactive, 0 (not old) active -> 1 missed
-    # row 1: 2 (not old) active -> 1 missed; row 2: 1 inactive
-    assert K.count_missed(old_ptr, old_idx, new_ptr, new_idx, wimp, 3) == 2
+    X, y = _blobs(60, 3, 3, 4)
+    tn = select_target_neighbors(X, y, 3)
+    prob = _Problem(X, y, tn, 0.4)
+    Z = prob.transform(np.random.default_rng(4).normal(size=(3, 3)))
+    radius = prob.radius(Z)
+    rng = np.random.default_rng(6)
+    n = len(y)
+
+    def graph(p):  # random other-class candidates
+        rows = [np.flatnonzero((rng.random(n) < p) & (y != y[i])) for i in range(n)]
+        ptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+        return rows, ptr, np.concatenate(rows).astype(np.int64)
+
+    old_rows, old_ptr, old_idx = graph(0.4)
+    new_rows, new_ptr, new_idx = graph(0.7)
+    expect = sum(1 for i in range(n) for l in set(new_rows[i]) - set(old_rows[i])
+                 if ((Z[i] - Z[l]) ** 2).sum() < radius[i])
+    assert expect > 10
+    U0 = np.zeros((1, 3))
+    got = K.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, prob.tn,
+                       prob.mu, smooth, U0, False)
+    assert got[0] == expect and not U0.any()
+    # a graph holds all of its own pairs
+    assert K.add_missed(new_ptr, new_idx, new_ptr, new_idx, Z, radius, prob.tn,
+                        prob.mu, smooth, U0, False)[0] == 0
+    # patch: old ∪ new evaluated directly against old + the missed terms
+    both = [np.union1d(o, w) for o, w in zip(old_rows, new_rows)]
+    b_ptr = np.concatenate([[0], np.cumsum([len(r) for r in both])]).astype(np.int64)
+    b_idx = np.concatenate(both).astype(np.int64)
+    f_b, U_b, act_b, _ = prob.weights(Z, b_ptr, b_idx, smooth)
+    f_o, U_o, act_o, _ = prob.weights(Z, old_ptr, old_idx, smooth)
+    n_miss, df, dact = K.add_missed(old_ptr, old_idx, b_ptr, b_idx, Z, radius,
+                                    prob.tn, prob.mu, smooth, U_o, True)
+    assert n_miss == expect and dact > 0
+    assert f_o + df == pytest.approx(f_b, rel=1e-12)
+    assert act_o + dact == act_b
+    np.testing.assert_allclose(U_o, U_b, rtol=1e-12, atol=1e-12)
+
+
+def test_line_oracle_is_exact():
+    # The solver's line oracle: a trial along P gives the loss at L + αP and the
+    # directional derivative ⟨∇f, P⟩ on the current candidate graph; a step
+    # accepted with a search due gives the exact loss and gradient, whether the
+    # new graph found missed impostors (then patched in) or not.
+    from mahal.lmnn import _LossOracle, _Problem
+
+    X, y = _blobs(200, 4, 3, 21)
+    tn = select_target_neighbors(X, y, 3)
+    rng = np.random.default_rng(5)
+    oracle = _LossOracle(_Problem(X, y, tn, 0.5), 4, slack=0.0)
+    L = rng.normal(size=(4, 4))
+    oracle.start(L.ravel())
+    n_stale = 0
+    for alpha in (1e-6, 0.05, 0.3):
+        P = rng.normal(size=(4, 4))
+        oracle.set_direction(P.ravel())
+        f, dphi = oracle.trial(alpha)
+        f0, g0, _ = oracle.prob.loss_grad(oracle.prob.transform(L + alpha * P),
+                                          oracle.indptr, oracle.indices, 0.0)
+        assert f == pytest.approx(f0, rel=1e-12)
+        assert dphi == pytest.approx(np.vdot(g0, P), rel=1e-10)
+        L = L + alpha * P
+        f1, g1, _ = lmnn_loss_grad(L, X, y, tn)
+        n_stale += f1 > f0 * (1 + 1e-9)  # (slack 0: the stale graph misses some)
+        oracle.since = oracle.period  # a search is due
+        n_evals = oracle.n_evals
+        f, g = oracle.accept(alpha)
+        assert oracle.n_evals == n_evals  # (the trial's evaluation was kept)
+        assert f == pytest.approx(f1, rel=1e-12)
+        np.testing.assert_allclose(g.reshape(4, 4), g1, rtol=1e-10, atol=1e-10)
+    assert n_stale == 2
 
 
 def test_find_impostors_chunked_scan_matches_bruteforce():
