@@ -332,6 +332,8 @@ def test_deterministic_and_pickle(monkeypatch):
     # several row chunks, and threads even for this small problem
     monkeypatch.setattr(lmnn_module, "_CHUNK_ROWS", 256)
     monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
+    monkeypatch.setattr(lmnn_module, "_THREADED_FLOPS", 1)  # products, axpys too
+    monkeypatch.setattr(lmnn_module, "_THREADED_ELEMS", 1)
     a = LMNN(init="random", random_state=3, n_jobs=2).fit(X, y)
     b = LMNN(init="random", random_state=3, n_jobs=1).fit(X, y)
     np.testing.assert_array_equal(a.components_, b.components_)
