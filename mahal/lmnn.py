@@ -49,7 +49,9 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   (blocks of ~2²⁰ entries, which stay in cache) and comparing with both points'
   radii in one numba pass (branch-free counts per chunk of 64 columns; only chunks
   holding pairs are scanned again to emit them). Memory:
-  ``O(n k + candidates + block)``, never ``n × n``.
+  ``O(n k + candidates + block)``, never ``n × n``. Small problems (``n² r`` up to
+  2¹⁸: iris, wine) are searched in one compiled pass instead (``K.search_small``;
+  fits 10% faster, the blocked search's set-up being most of its cost there).
 - The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair graph
   ``W`` (target pairs and active impostor pairs), computed per row by a numba kernel:
   no outer products.
@@ -80,6 +82,7 @@ from .linalg import single_threaded_blas
 
 _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
+_SMALL_SEARCH = 1 << 18  # n² r up to this: one compiled pass (K.search_small)
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period.
 _MISS_TOL = 0.01
@@ -222,6 +225,11 @@ def find_impostors(Z, y, rho2, pool=_SERIAL, low_precision=False, max_pairs=None
     y = np.asarray(y, dtype=np.int64)
     rho2 = np.asarray(rho2, dtype=np.float64)
     n = Z.shape[0]
+    if n * n * Z.shape[1] <= _SMALL_SEARCH:
+        src, dst = K.search_small(Z, y, rho2)
+        if max_pairs is not None and src.shape[0] > max_pairs:
+            return None
+        return src, dst
     # Class-sorted copy: the rows of class c and the points of the classes after c
     # are contiguous slices (no gathers per block).
     order = np.argsort(y, kind="stable").astype(np.int64)

@@ -511,19 +511,26 @@ def test_line_oracle_is_exact():
     assert n_stale == 2
 
 
-def test_find_impostors_chunked_scan_matches_bruteforce():
-    # The one-pass chunked scan (many pairs, buffer growth) equals a dense check.
+@pytest.mark.parametrize("n", [700, 200])
+def test_find_impostors_chunked_scan_matches_bruteforce(n):
+    # The blocked search's one-pass chunked scan (700 points) and the one-pass
+    # search of small problems (200 points: n² r below _SMALL_SEARCH), both with
+    # many pairs and buffer growth, equal a dense check; max_pairs gives up.
+    from mahal import lmnn as lmnn_module
+
+    assert (n * n * 3 <= lmnn_module._SMALL_SEARCH) == (n == 200)
     rng = np.random.default_rng(5)
-    Z = rng.normal(size=(700, 3))
-    y = rng.integers(0, 4, size=700).astype(np.int64)
-    rho2 = rng.uniform(0.5, 3.0, size=700)
+    Z = rng.normal(size=(n, 3))
+    y = rng.integers(0, 4, size=n).astype(np.int64)
+    rho2 = rng.uniform(0.5, 3.0, size=n)
     src, dst = find_impostors(Z, y, rho2)
     D = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
     want = (D < rho2[:, None]) & (y[:, None] != y[None, :])
     got = np.zeros_like(want)
     got[src, dst] = True
-    assert src.shape[0] == want.sum()
+    assert src.shape[0] == want.sum() > 8 * n
     assert np.array_equal(got, want)
+    assert find_impostors(Z, y, rho2, max_pairs=int(want.sum()) - 1) is None
 
 
 # ---------------------------------------------------------------------------
