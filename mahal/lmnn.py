@@ -92,7 +92,7 @@ _SCREEN_DIM = 32
 _CHUNK_ROWS = 2048  # rows per task of the loss kernels
 _ROWS_PER_THREAD = 4096  # fewer rows per thread: serial
 # Below these sizes the matrix products (multiply-adds) and the axpy / inner
-# products (elements) run in one piece (see _Problem._chunks).
+# products (elements) run in one piece (see _Problem.transform).
 _THREADED_FLOPS = 1 << 24
 _THREADED_ELEMS = 1 << 21
 _MAXCOR = 20  # L-BFGS memory
@@ -302,23 +302,22 @@ class _Problem:
         self.n = self.Xc.shape[0]
         self.ranges = pool.ranges(self.n)
 
-    def _chunks(self, work, threshold):
-        """Row chunks for a job of ``work`` units: threads pay off only from
-        ``threshold`` on (measured on letter, 16000 × 16, with 2 threads on 7
-        chunks: gradient product 925 µs, axpy 1 ms; in one piece 301 µs and
-        167 µs). Depends on sizes only, never on ``n_jobs``."""
-        return self.ranges if work >= threshold else [(0, self.n)]
+    # Matrix products of fewer than _THREADED_FLOPS multiply-adds, and axpys and
+    # inner products of fewer than _THREADED_ELEMS elements, run in one piece in
+    # the calling thread (measured on letter, 16000 × 16, with 2 threads on 7
+    # chunks: gradient product 925 µs, axpy 1 ms; in one piece 301 µs and 167 µs;
+    # on wine the pool's bookkeeping took 10.5 µs for a 3.9 µs product). The
+    # choice depends on sizes only, never on ``n_jobs``.
 
     def transform(self, L):
         Z = np.empty((self.n, L.shape[0]))
         LT = np.ascontiguousarray(L.T)
-
-        def run(rg):
-            # (out=: a temporary of this size costs page faults at every call,
-            # 2 ms against 0.4 ms at 16000 × 16)
-            np.matmul(self.Xc[rg[0]:rg[1]], LT, out=Z[rg[0]:rg[1]])
-
-        self.pool.map(run, self._chunks(Z.size * LT.shape[0], _THREADED_FLOPS))
+        # (out=: a temporary of this size costs page faults at every call, 2 ms
+        # against 0.4 ms at 16000 × 16)
+        if Z.size * LT.shape[0] < _THREADED_FLOPS:
+            return np.matmul(self.Xc, LT, out=Z)
+        self.pool.map(lambda rg: np.matmul(self.Xc[rg[0]:rg[1]], LT,
+                                           out=Z[rg[0]:rg[1]]), self.ranges)
         return Z
 
     def radius(self, Z):
@@ -360,11 +359,10 @@ class _Problem:
 
     def grad(self, U):
         """``2 Uᵀ Xc``, the gradient w.r.t. ``L``."""
-        chunks = self._chunks(U.size * self.Xc.shape[1], _THREADED_FLOPS)
-        if len(chunks) == 1:
+        if U.size * self.Xc.shape[1] < _THREADED_FLOPS:
             return 2.0 * (U.T @ self.Xc)
         parts = self.pool.map(lambda rg: U[rg[0]:rg[1]].T @ self.Xc[rg[0]:rg[1]],
-                              chunks)
+                              self.ranges)
         return 2.0 * np.sum(parts, axis=0)
 
     def step(self, Z, ZP, alpha, out):
@@ -374,14 +372,18 @@ class _Problem:
             np.multiply(ZP[a:b], alpha, out=out[a:b])
             out[a:b] += Z[a:b]
 
-        self.pool.map(run, self._chunks(Z.size, _THREADED_ELEMS))
+        if Z.size < _THREADED_ELEMS:
+            run((0, self.n))
+        else:
+            self.pool.map(run, self.ranges)
         return out
 
     def inner(self, U, V):
         """``⟨U, V⟩`` (summed over row chunks that do not depend on ``n_jobs``)."""
+        if U.size < _THREADED_ELEMS:
+            return float(np.vdot(U, V))
         return float(sum(self.pool.map(
-            lambda rg: np.vdot(U[rg[0]:rg[1]], V[rg[0]:rg[1]]),
-            self._chunks(U.size, _THREADED_ELEMS))))
+            lambda rg: np.vdot(U[rg[0]:rg[1]], V[rg[0]:rg[1]]), self.ranges)))
 
     def loss_grad(self, Z, indptr, indices, smooth, return_weights=False):
         f, U, act, wimp = self.weights(Z, indptr, indices, smooth)
