@@ -39,8 +39,8 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   stays the same along a line); the impostors that the old graph had missed there
   are found by graph membership and their terms added to the evaluation already
   made (:func:`K.add_missed`), which makes it exact without a second one.
-  ``period`` doubles when a search finds (almost) nothing missed — at most 1% of
-  the active impostor pairs — and halves otherwise; the final ``L`` is always
+  ``period`` doubles when a search finds few missed — at most 10% of the active
+  impostor pairs — and halves otherwise; the final ``L`` is always
   verified by a search (and the optimisation continues if anything at all was
   missed). ``slack`` halves when the enlarged
   radius would hold too many candidates (high intrinsic dimension).
@@ -84,8 +84,12 @@ _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
 _SMALL_SEARCH = 1 << 18  # n² r up to this: one compiled pass (K.search_small)
 # A refresh that finds at most this share of the active impostor pairs missed by
-# the old candidate graph does not shorten the search period.
-_MISS_TOL = 0.01
+# the old candidate graph does not shorten the search period. (Missed pairs are
+# added exactly at the refresh point, so this only bounds how stale the values
+# between two searches may be. 0.1 against 0.01, mean of 5 digits splits:
+# 10.4 searches instead of 14.6 at equal objective, 1730.7 against 1730.5; wine
+# and iris a few fewer; balance, letter and mnist 10000 unchanged.)
+_MISS_TOL = 0.1
 # Rule out impostor candidates in float32 first from this many components on
 # (see K.loss_weights).
 _SCREEN_DIM = 32
