@@ -473,6 +473,7 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
     for i in range(n):
         for p in range(old_ptr[i], old_ptr[i + 1]):
             mark[old_idx[p]] = i
+        have_dti = False
         for p in range(new_ptr[i], new_ptr[i + 1]):
             lb = new_idx[p]
             if mark[lb] == i:
@@ -483,10 +484,12 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
             missed += 1
             if not patch:
                 continue
-            for jj in range(k):
-                dw[jj] = 0.0
-                if tn[i, jj] >= 0:
-                    dti[jj] = _sqdist(Z, i, tn[i, jj])
+            if not have_dti:  # (i's target distances, once per row)
+                for jj in range(k):
+                    if tn[i, jj] >= 0:
+                        dti[jj] = _sqdist(Z, i, tn[i, jj])
+                have_dti = True
+            dw[:] = 0.0
             h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, dw)
             loss += mu * h
             act += a

@@ -137,10 +137,12 @@ def line_search(oracle, f0, d0, alpha0, c1=1e-4, c2=0.9, max_evals=20):
 class Result:
     """Outcome of :func:`lbfgs`: ``x``, ``fun``, ``nit``, ``nfev`` (trial
     evaluations), ``status`` (0 converged, 1 ``max_iter`` reached, 2 the line
-    search failed from steepest descent)."""
+    search failed from steepest descent) and ``memory`` (the correction pairs, for
+    a warm start)."""
 
-    def __init__(self, x, fun, nit, nfev, status):
+    def __init__(self, x, fun, nit, nfev, status, memory):
         self.x, self.fun, self.nit, self.nfev, self.status = x, fun, nit, nfev, status
+        self.memory = memory
 
 
 def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
@@ -218,13 +220,14 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         s = alpha * p
         yv = g_new - g
         sy = float(s @ yv)
-        if sy > 1e-10 * float(yv @ yv):
+        yy = float(yv @ yv)
+        if sy > 1e-10 * yy:
             S[head] = s
             Y[head] = yv
             rho[head] = 1.0 / sy
             head = (head + 1) % memory
             count = min(count + 1, memory)
-            gamma = sy / float(yv @ yv)
+            gamma = sy / yy
         x += s
         g = g_new
         if callback is not None:
@@ -232,11 +235,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         if f_old - f_new <= ftol * max(abs(f_old), abs(f_new), 1.0):
             status = CONVERGED
             break
-    else:
-        status = MAX_ITER
-    res = Result(x, f, nit, nfev, status)
-    res.memory = S, Y, rho, head, count, gamma
-    return res
+    return Result(x, f, nit, nfev, status, (S, Y, rho, head, count, gamma))
 
 
 class FunctionLine:

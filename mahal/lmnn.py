@@ -389,10 +389,8 @@ class _Problem:
         return float(sum(self.pool.map(
             lambda rg: np.vdot(U[rg[0]:rg[1]], V[rg[0]:rg[1]]), self.ranges)))
 
-    def loss_grad(self, Z, indptr, indices, smooth, return_weights=False):
-        f, U, act, wimp = self.weights(Z, indptr, indices, smooth)
-        if return_weights:
-            return f, self.grad(U), act, wimp
+    def loss_grad(self, Z, indptr, indices, smooth):
+        f, U, act, _ = self.weights(Z, indptr, indices, smooth)
         return f, self.grad(U), act
 
 
