@@ -25,6 +25,18 @@ def _sqdist(Z, a, b):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def row_inner(U, V, r0, r1):
+    """``Σ_{r0 ≤ i < r1} ⟨U_i, V_i⟩`` for float64 ``U`` and float32 ``V`` (numpy
+    would first make a float64 copy of ``V``: 8.3 ms against 3.2 ms per digits
+    fit)."""
+    s = 0.0
+    for i in range(r0, r1):
+        for t in range(U.shape[1]):
+            s += U[i, t] * V[i, t]
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def target_distances(Z, tn, r0, r1, radius):
     """Margin radii: squared distance to the farthest target neighbour + 1.
 
