@@ -6,7 +6,9 @@ For each data set the same arrays are saved to an npz; pylmnn (defaults
 a warm-up fit (numba compilation, timed separately). Reported: fit time, 3-NN test
 error in the learned space, the time of one exact brute-force kNN graph of the training
 set (``NearestNeighbors(n_neighbors=k+1).fit(X).kneighbors(X)``), and peak memory of the
-mahal fit (VmHWM).
+mahal fit (VmHWM). With the peer, also both solutions' values of the objective that
+both minimise (mahal's exact loss, the same target neighbours) and the test points
+that only one of them gets wrong, with an exact McNemar test.
 
 Usage::
 
@@ -44,6 +46,7 @@ m = LargeMarginNearestNeighbor(n_neighbors=3, max_iter=50).fit(Xtr, ytr)
 t = time.perf_counter() - t
 knn = KNeighborsClassifier(3).fit(m.transform(Xtr), ytr)
 err = 1 - knn.score(m.transform(Xte), yte)
+np.save(sys.argv[2], m.components_)
 print(json.dumps(dict(time=t, err=err, n_iter=int(m.n_iter_))))
 """
 
@@ -102,6 +105,29 @@ def knn_error(Ztr, ytr, Zte, yte):
     return 1 - KNeighborsClassifier(3).fit(Ztr, ytr).score(Zte, yte)
 
 
+def knn_wrong(Ztr, ytr, Zte, yte):
+    """Which test points the 3-NN classifier gets wrong (boolean mask)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(3).fit(Ztr, ytr).predict(Zte) != yte
+
+
+def compare_with_peer(Xtr, ytr, Xte, yte, L_mahal, L_peer, targets):
+    """Both solutions on mahal's exact objective (same target neighbours, μ = 0.5,
+    pylmnn's default) and the test points that only one of them gets wrong, with
+    the two-sided exact McNemar p-value of the difference."""
+    from scipy.stats import binomtest
+
+    from mahal.lmnn import lmnn_loss_grad
+
+    obj = [lmnn_loss_grad(L, Xtr, ytr, targets, 0.5)[0] for L in (L_mahal, L_peer)]
+    wm, wp = (knn_wrong(Xtr @ L.T, ytr, Xte @ L.T, yte) for L in (L_mahal, L_peer))
+    only_m, only_p = int(np.sum(wm & ~wp)), int(np.sum(wp & ~wm))
+    p = binomtest(only_m, only_m + only_p).pvalue if only_m + only_p else 1.0
+    return dict(obj_mahal=obj[0], obj_peer=obj[1], only_mahal_wrong=only_m,
+                only_peer_wrong=only_p, mcnemar_p=p)
+
+
 def run_mahal(Xtr, ytr, Xte, yte, **params):
     import warnings
 
@@ -120,10 +146,13 @@ def run_mahal(Xtr, ytr, Xte, yte, **params):
 def run_peer(Xtr, ytr, Xte, yte):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.npz")
+        lpath = os.path.join(tmp, "L.npy")
         np.savez(path, Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte)
-        out = subprocess.run([PEER, "-c", PEER_SCRIPT, path], capture_output=True,
-                             text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        out = subprocess.run([PEER, "-c", PEER_SCRIPT, path, lpath],
+                             capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res["L"] = np.load(lpath)
+    return res
 
 
 def warm_up():
@@ -156,7 +185,8 @@ def speed(names, peer=True, params=None, repeats=1):
         fits, graphs = [], []
         for _ in range(max(3, repeats)):
             if len(fits) < repeats:
-                fits.append(run_mahal(Xtr, ytr, Xte, yte, **params)[0])
+                fit, model = run_mahal(Xtr, ytr, Xte, yte, **params)
+                fits.append(fit)
             graphs.append(knn_graph_time(Xtr))
         res = min(fits, key=lambda r: r["time"])
         tk = min(graphs)
@@ -172,6 +202,16 @@ def speed(names, peer=True, params=None, repeats=1):
         print(f"{name:8} {Xtr.shape[0]:6} {Xtr.shape[1]:4} {res['time']:8.3f} "
               f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
               f"{1000 * tk:7.1f} {res['time'] / tk:8.2f}")
+        if pr:
+            from mahal.lmnn import select_target_neighbors
+
+            cmp = compare_with_peer(Xtr, ytr, Xte, yte, model.components_,
+                                    pr.pop("L"), select_target_neighbors(Xtr, ytr, 3))
+            pr.update(cmp)
+            print(f"{'':8} objective (k = 3, mu = 0.5): mahal {cmp['obj_mahal']:.6g}, "
+                  f"pylmnn {cmp['obj_peer']:.6g}; test points wrong only for mahal: "
+                  f"{cmp['only_mahal_wrong']}, only for pylmnn: "
+                  f"{cmp['only_peer_wrong']} (McNemar p = {cmp['mcnemar_p']:.2f})")
         sys.stdout.flush()
     return rows
 
