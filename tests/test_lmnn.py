@@ -329,11 +329,13 @@ def test_n_components_and_init():
         assert est.transform(X).shape == (60, 2)
 
 
-def test_deterministic_and_pickle(monkeypatch):
+@pytest.mark.parametrize("float32_products", [False, True])
+def test_deterministic_and_pickle(float32_products, monkeypatch):
     import mahal.lmnn as lmnn_module
 
     X, y = _blobs(1200, 4, 3, 11)
     # several row chunks, and threads even for this small problem
+    monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
     monkeypatch.setattr(lmnn_module, "_CHUNK_ROWS", 256)
     monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
     monkeypatch.setattr(lmnn_module, "_THREADED_FLOPS", 1)  # products, axpys too
