@@ -277,8 +277,8 @@ def test_solver_reaches_sdp_optimum(seed, float32_products, monkeypatch):
     assert f_est <= f_opt * 1.01
 
 
-@pytest.mark.parametrize("split", [2, 13])
-def test_default_budget_does_not_stall_on_digits(split):
+@pytest.mark.parametrize("split, float32_products", [(2, False), (13, False), (2, True)])
+def test_default_budget_does_not_stall_on_digits(split, float32_products, monkeypatch):
     # On split 2 the last L-BFGS stage used to stop on ftol after 8 iterations (a
     # line search caught on a kink of the hinge) at 3.5x the objective that a long
     # run reaches; the restart with a fresh memory gets within a few percent. On
@@ -292,6 +292,10 @@ def test_default_budget_does_not_stall_on_digits(split):
     X, _, y, _ = train_test_split(X, y, test_size=0.3, stratify=y,
                                   random_state=split)
     X = StandardScaler().fit_transform(X)
+    import mahal.lmnn as lmnn_module
+
+    # (digits is below the size from which the solver uses float32 products)
+    monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         short = LMNN(n_jobs=1).fit(X, y)
