@@ -509,6 +509,7 @@ class _LossOracle:
         self.n_candidates = 0
         self.run_start_f = None  # first value of the current L-BFGS run
         self.Z = self.ZP = self._Zt = self._last = None
+        self.checked = None
 
     def _refresh(self, Z, radius):
         t0 = time.perf_counter()
@@ -545,6 +546,7 @@ class _LossOracle:
         evaluated again."""
         Z = self.Z
         missed = False
+        searched = True
         if self.indptr is None:
             self._refresh(Z, self.prob.radius(Z))
             ev = self._weights(Z)
@@ -576,9 +578,14 @@ class _LossOracle:
                 self.period = max(1, self.period // 2)
             else:
                 self.period = min(self.max_period, 2 * self.period)
-        elif ev is None:
-            ev = self._weights(Z)
+        else:
+            searched = False
+            if ev is None:
+                ev = self._weights(Z)
         f, U, act, _ = ev
+        # (whether this point's value is exact and checked by a search, and what
+        # the search found)
+        self.checked = (f, missed) if searched else None
         self.since += 1
         if self.run_start_f is None:
             self.run_start_f = f
@@ -745,7 +752,12 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
             # split stopped at objective 6100 instead of ~1750, with 3.15% test
             # error instead of 2.22%).
             f_start = oracle.run_start_f
-            f_end, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
+            if oracle.checked is not None:
+                # the run ended on a point that its periodic search has just
+                # verified (the oracle's current point is always the run's x)
+                f_end, missed = oracle.checked
+            else:
+                f_end, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
             stalled = (res.status == 0 and res.nit < budget // 2
                        and f_start - f_end > _RESTART_GAIN * abs(f_start))
             # Values on a stale candidate graph underestimate the loss; if L-BFGS

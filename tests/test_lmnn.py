@@ -231,6 +231,32 @@ def test_cached_oracle_is_exact(max_candidates):
         assert oracle.n_capped >= 1
 
 
+@pytest.mark.parametrize("max_period", [1, 16])
+def test_final_point_is_verified_by_a_search(max_period, monkeypatch):
+    # The solver's final L is checked by an impostor search at that very point:
+    # a forced one, or (max_period=1: a search at every iteration) the periodic
+    # search the last iteration made there, which is then not repeated.
+    from mahal import lmnn as lmnn_module
+
+    searched = []
+    refresh = lmnn_module._LossOracle._refresh
+
+    def spy(self, Z, radius):
+        searched.append(Z.copy())
+        return refresh(self, Z, radius)
+
+    monkeypatch.setattr(lmnn_module._LossOracle, "_refresh", spy)
+    X, y = _blobs(150, 4, 3, 12)
+    tn = select_target_neighbors(X, y, 3)
+    L, n_iter, _, info = lmnn_solve(X, y.astype(np.int64), tn, np.eye(4), max_iter=30,
+                                    max_period=max_period)
+    assert info["n_searches"] == len(searched)
+    np.testing.assert_allclose(searched[-1], (X - X.mean(0)) @ L.T, rtol=1e-9,
+                               atol=1e-9)
+    if max_period == 1:  # (no second search at the same point)
+        assert not np.allclose(searched[-1], searched[-2])
+
+
 def test_energy_kernel_matches_definition():
     X, y = _blobs(45, 3, 3, 8)
     y[:2] = 3  # a 2-member class (fewer than k members)
