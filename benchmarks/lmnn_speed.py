@@ -268,12 +268,19 @@ def paper(names, splits=20, params=None, passes=None):
                 row += [knn_error(mm.transform(Xtr), ytr, mm.transform(Xte), yte),
                         1 - clf.score(Xte, yte)]
             e.append(row)
-        e = 100 * np.mean(e, axis=0)
+        e = 100 * np.asarray(e)
+        se = e.std(axis=0, ddof=1) / np.sqrt(splits) if splits > 1 else None
+        e = e.mean(axis=0)
         line = f"{name:8} {e[0]:12.2f} {e[1]:10.2f} {e[2]:8.2f}"
         if passes:
             line += (f" {e[3]:16.2f} {e[4]:8.2f}  "
                      + ", ".join(f"{p}: {chosen[p]}" for p in sorted(chosen)))
         print(line)
+        if se is not None:  # (standard error of the mean over the splits)
+            line = f"{'  ± s.e.':8} {se[0]:12.2f} {se[1]:10.2f} {se[2]:8.2f}"
+            if passes:
+                line += f" {se[3]:16.2f} {se[4]:8.2f}"
+            print(line)
         sys.stdout.flush()
 
 
