@@ -1,7 +1,9 @@
 """Numba kernels of LMNN: impostor search, loss, and gradient weights.
 
-All kernels are pure functions of float64 / int64 arrays (one signature each, so the
-compile cost is paid once and cached on disk). Notation:
+All kernels are pure functions of float64 / int64 arrays, except some float32 inputs
+(a search block's products, the screening copy ``Z32``, the solver's float32
+``X Pᵀ``); each has one signature per input dtype it is called with, compiled once
+and cached on disk. Notation:
 
 - ``Z`` (n, r): the points in the current transformed space, ``Z = X Lᵀ``;
 - ``tn`` (n, k): target neighbours (indices, −1 where a point of a small class has

@@ -333,12 +333,17 @@ class _Problem:
     # on wine the pool's bookkeeping took 10.5 µs for a 3.9 µs product). The
     # choice depends on sizes only, never on ``n_jobs``.
 
+    def _data(self, low_precision):
+        """``Xc`` and its dtype: float64, or a float32 copy (made once)."""
+        if not low_precision:
+            return self.Xc, np.float64
+        if self._Xc32 is None:
+            self._Xc32 = self.Xc.astype(np.float32)
+        return self._Xc32, np.float32
+
     def transform(self, L, low_precision=False):
         """``Xc Lᵀ``; in float32 (a float32 array) if ``low_precision``."""
-        if low_precision:
-            X, dtype = self.Xc32, np.float32
-        else:
-            X, dtype = self.Xc, np.float64
+        X, dtype = self._data(low_precision)
         Z = np.empty((self.n, L.shape[0]), dtype=dtype)
         LT = np.ascontiguousarray(L.T, dtype=dtype)
         # (out=: a temporary of this size costs page faults at every call, 2 ms
@@ -348,12 +353,6 @@ class _Problem:
         self.pool.map(lambda rg: np.matmul(X[rg[0]:rg[1]], LT,
                                            out=Z[rg[0]:rg[1]]), self.ranges)
         return Z
-
-    @property
-    def Xc32(self):
-        if self._Xc32 is None:
-            self._Xc32 = self.Xc.astype(np.float32)
-        return self._Xc32
 
     def radius(self, Z):
         radius = np.zeros(self.n)
@@ -395,7 +394,7 @@ class _Problem:
     def grad(self, U, low_precision=False):
         """``2 Uᵀ Xc``, the gradient w.r.t. ``L`` (the product in float32 if
         ``low_precision``)."""
-        X, dtype = (self.Xc32, np.float32) if low_precision else (self.Xc, np.float64)
+        X, dtype = self._data(low_precision)
         if U.size * X.shape[1] < _THREADED_FLOPS:
             return 2.0 * (U.astype(dtype, copy=False).T @ X).astype(np.float64)
         parts = self.pool.map(lambda rg: U[rg[0]:rg[1]].astype(dtype, copy=False).T
