@@ -872,7 +872,8 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         'lda' when ``n_components ≤ n_classes − 1``, else 'pca' when
         ``n_components < n_features``, else identity (which for full rank gives
         the same distances as 'pca', pylmnn's default). Measured on letter
-        (full rank): 'lda' and 'identity' both 3.60% 3-NN test error.
+        (full rank): 'lda' (the 'auto' choice there) 3.57% and 'identity' 3.60%
+        3-NN test error.
     max_iter : int, default=50
         Maximum number of L-BFGS iterations (over all smoothing stages).
     tol : float, default=1e-5
