@@ -162,7 +162,8 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
     memory : int
         Number of correction pairs.
     callback : callable, optional
-        Called as ``callback(nit, f)`` after every iteration.
+        Called as ``callback(nit, f, x)`` after every iteration (``x`` is the
+        current point; copy it to keep it).
     warm : Result, optional
         A previous run on a related function (same ``N``) whose correction pairs
         start this one's memory.
@@ -231,7 +232,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         x += s
         g = g_new
         if callback is not None:
-            callback(nit, f)
+            callback(nit, f, x)
         if f_old - f_new <= ftol * max(abs(f_old), abs(f_new), 1.0):
             status = CONVERGED
             break

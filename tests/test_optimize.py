@@ -45,12 +45,13 @@ def test_rosenbrock_like_scipy(n):
 def test_max_iter_and_callback():
     _, _, oracle = _quadratic(3)
     seen = []
-    res = lbfgs(oracle, np.zeros(30), 4, ftol=0.0, callback=lambda k, f: seen.append(
-        (k, f)))
+    res = lbfgs(oracle, np.zeros(30), 4, ftol=0.0, callback=lambda k, f, x: seen.append(
+        (k, f, x.copy())))
     assert res.status == MAX_ITER and res.nit == 4
-    assert [k for k, _ in seen] == [1, 2, 3, 4]
-    assert all(f1 < f0 for (_, f0), (_, f1) in zip(seen, seen[1:]))
+    assert [k for k, _, _ in seen] == [1, 2, 3, 4]
+    assert all(f1 < f0 for (_, f0, _), (_, f1, _) in zip(seen, seen[1:]))
     assert seen[-1][1] == res.fun
+    np.testing.assert_array_equal(seen[-1][2], res.x)
 
 
 def test_two_loop_matches_dense_bfgs_inverse():
