@@ -241,13 +241,14 @@ def _pair_triplets(tn, i, dti, d, mu, smooth, wrow):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
-                 row_loss, wt, wimp, row_active):
+                 row_loss, wt, row_active, a_cnt, a_dst, a_w):
     """LMNN loss and the pair weights of its gradient.
 
     Loss ``Σ_i [(1 − μ) Σ_j d_ij + μ Σ_{j, l ∈ cand(i)} h(1 + d_ij − d_il)]`` with
     ``h`` the hinge (``smooth = 0``) or the Huber-smoothed hinge of width ``smooth``
     (``t²/(2s)`` on ``[0, s]``, ``t − s/2`` above). The gradient w.r.t. ``M`` is
-    ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p wimp[p] x_il x_ilᵀ``.
+    ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p a_w[p] x_il x_ilᵀ`` over the active
+    impostor pairs ``p``.
 
     Most candidates lie outside the current radius. If ``screen``, they are ruled
     out with a float32 copy ``Z32`` of ``Z`` and the float64 squared norms ``norms``
@@ -257,13 +258,20 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
     48% slower at r = 16 on letter, where the exact distance is as cheap.)
 
     Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
-    writes ``row_loss`` (n,), ``wt`` (n, k), ``wimp`` (nnz,), ``row_active`` (n,)
-    (number of triplets with positive hinge argument) for those rows.
+    writes ``row_loss`` (n,), ``wt`` (n, k), ``row_active`` (n,) (number of
+    triplets with positive hinge argument) and ``a_cnt`` (n,) (number of active
+    impostor pairs) for those rows. The active pairs themselves are listed in
+    row order from the start of ``a_dst`` (their second point) and ``a_w`` (their
+    weight), which need room for the rows' candidates; returns their number.
+    (Listing them as they are found, rather than weighting every candidate and
+    compacting afterwards: digits evaluations 8% faster.)
     """
     k = tn.shape[1]
     dti = np.zeros(k)
     err = (Z.shape[1] + 2) * 2.0 ** -23
+    m = 0
     for i in range(r0, r1):
+        m0 = m
         pull = 0.0
         rmax = -1.0
         for jj in range(k):
@@ -283,7 +291,6 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
             rad = rmax + 1.0
             ni = norms[i]
             for p in range(indptr[i], indptr[i + 1]):
-                wimp[p] = 0.0
                 lb = indices[p]
                 if screen:
                     nn = ni + norms[lb]
@@ -295,12 +302,14 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
                 h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, wt[i])
                 push += h
                 act += a
-                wimp[p] = -mu * w
-        else:
-            for p in range(indptr[i], indptr[i + 1]):
-                wimp[p] = 0.0
+                if w > 0.0:
+                    a_dst[m] = lb
+                    a_w[m] = -mu * w
+                    m += 1
+        a_cnt[i] = m - m0
         row_loss[i] = (1.0 - mu) * pull + mu * push
         row_active[i] = act
+    return m
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -312,7 +321,8 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
     The graph has the target pairs ``(i, tn[i, j])`` with weights ``wt`` and the
     active impostor pairs ``(a_src[p], a_dst[p])`` with weights ``a_w`` (grouped by
     source with ``a_ptr``). ``U_a = Σ_b w_ab (z_a − z_b)`` over the pairs (a, b) and
-    (b, a); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by their
+    (b, a), formed as ``(Σ_b w_ab) z_a − Σ_b w_ab z_b`` (one multiply-add per
+    entry; evaluations 5% faster on digits); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by their
     second point) make each row independent, so no atomics are needed. Writes the
     rows ``r0 ≤ i < r1`` of ``U``.
     """
@@ -321,38 +331,43 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
     acc = np.zeros(r)
     for i in range(r0, r1):
         acc[:] = 0.0
+        deg = 0.0
         for jj in range(k):
             j = tn[i, jj]
             if j < 0:
                 continue
             w = wt[i, jj]
+            deg += w
             for t in range(r):
-                acc[t] += w * (Z[i, t] - Z[j, t])
+                acc[t] += w * Z[j, t]
         for p in range(a_ptr[i], a_ptr[i + 1]):
             w = a_w[p]
             lb = a_dst[p]
+            deg += w
             for t in range(r):
-                acc[t] += w * (Z[i, t] - Z[lb, t])
+                acc[t] += w * Z[lb, t]
         for q in range(tn_ptrT[i], tn_ptrT[i + 1]):
             f = tn_permT[q]
             s = f // k
             w = wt[s, f - s * k]
+            deg += w
             for t in range(r):
-                acc[t] += w * (Z[i, t] - Z[s, t])
+                acc[t] += w * Z[s, t]
         for q in range(a_ptrT[i], a_ptrT[i + 1]):
             p = a_permT[q]
             w = a_w[p]
             s = a_src[p]
+            deg += w
             for t in range(r):
-                acc[t] += w * (Z[i, t] - Z[s, t])
+                acc[t] += w * Z[s, t]
         for t in range(r):
-            U[i, t] = acc[t]
+            U[i, t] = deg * Z[i, t] - acc[t]
 
 
 @njit(cache=True)
-def loss_buffers(Z, screen, k, nnz):
+def loss_buffers(Z, screen, k):
     """Inputs and outputs of :func:`loss_weights` for all ``n`` rows of ``Z``:
-    ``row_loss`` (n,), ``wt`` (n, k), ``wimp`` (nnz,), ``row_active`` (n,), the
+    ``row_loss`` (n,), ``wt`` (n, k), ``row_active`` (n,), ``a_cnt`` (n,), the
     squared norms of ``Z`` and its float32 copy (a 1 × 1 dummy unless ``screen``)."""
     n = Z.shape[0]
     norms = np.empty(n)
@@ -365,29 +380,32 @@ def loss_buffers(Z, screen, k, nnz):
         Z32 = Z.astype(np.float32)
     else:
         Z32 = np.zeros((1, 1), dtype=np.float32)
-    return (np.zeros(n), np.zeros((n, k)), np.zeros(nnz),
+    return (np.zeros(n), np.zeros((n, k)), np.zeros(n, dtype=np.int64),
             np.zeros(n, dtype=np.int64), norms, Z32)
 
 
 @njit(cache=True, nogil=True)
 def loss_grad_serial(Z, screen, tn, tn_ptrT, tn_permT, indptr, indices, mu, smooth):
     """Loss, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), active triplets and
-    impostor-pair weights in one call: :func:`loss_weights`, :func:`compact_active`
+    active impostor pairs in one call: :func:`loss_weights`, :func:`index_active`
     and :func:`laplacian_dot` over all rows, for problems too small for threads (it
     saves the Python-level calls and allocations between the kernels). The product
     ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
     against numpy's 266 µs at 1257 × 64 (digits)."""
     n, k = tn.shape
-    row_loss, wt, wimp, act, norms, Z32 = loss_buffers(Z, screen, k,
-                                                       indices.shape[0])
-    loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, 0, n,
-                 row_loss, wt, wimp, act)
-    a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT = compact_active(indptr, indices,
-                                                               wimp, n)
+    row_loss, wt, act, a_cnt, norms, Z32 = loss_buffers(Z, screen, k)
+    nnz = indices.shape[0]
+    a_dst = np.empty(nnz, dtype=np.int64)
+    a_w = np.empty(nnz)
+    m = loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, 0, n,
+                     row_loss, wt, act, a_cnt, a_dst, a_w)
+    a_dst = a_dst[:m]
+    a_w = a_w[:m]
+    a_ptr, a_src, a_ptrT, a_permT = index_active(a_cnt, a_dst)
     U = np.empty_like(Z)
     laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
                   a_src, 0, n, U)
-    return row_loss.sum(), U, act.sum(), wimp
+    return row_loss.sum(), U, act.sum(), m
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -523,26 +541,16 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
 
 
 @njit(cache=True)
-def compact_active(indptr, indices, wimp, n):
-    """The active impostor pairs (``wimp[p] ≠ 0``) of a candidate graph, grouped by
-    source: ``a_ptr`` (n + 1), ``a_dst``, ``a_w``, ``a_src`` (in graph order), and
-    grouped by destination: ``a_ptrT`` (n + 1), ``a_permT`` (as :func:`group_by`)."""
-    m = 0
-    for p in range(indices.shape[0]):
-        if wimp[p] != 0.0:
-            m += 1
+def index_active(a_cnt, a_dst):
+    """Index structures of the active impostor pairs listed by source (``a_cnt[i]``
+    pairs of row ``i``, destinations ``a_dst``): ``a_ptr`` (n + 1), ``a_src``, and
+    grouped by destination ``a_ptrT`` (n + 1), ``a_permT`` (as :func:`group_by`)."""
+    n = a_cnt.shape[0]
     a_ptr = np.zeros(n + 1, dtype=np.int64)
-    a_dst = np.empty(m, dtype=np.int64)
-    a_w = np.empty(m)
-    a_src = np.empty(m, dtype=np.int64)
-    q = 0
+    a_src = np.empty(a_dst.shape[0], dtype=np.int64)
     for i in range(n):
-        for p in range(indptr[i], indptr[i + 1]):
-            if wimp[p] != 0.0:
-                a_dst[q] = indices[p]
-                a_w[q] = wimp[p]
-                a_src[q] = i
-                q += 1
-        a_ptr[i + 1] = q
+        a_ptr[i + 1] = a_ptr[i] + a_cnt[i]
+        for q in range(a_ptr[i], a_ptr[i + 1]):
+            a_src[q] = i
     a_ptrT, a_permT = group_by(a_dst, n)
-    return a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT
+    return a_ptr, a_src, a_ptrT, a_permT

@@ -371,27 +371,34 @@ class _Problem:
 
     def weights(self, Z, indptr, indices, smooth):
         """Loss at ``Z``, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), the
-        number of active triplets and the impostor-pair weights."""
+        number of active triplets and the number of active impostor pairs."""
         n, k = self.tn.shape
         screen = Z.shape[1] >= _SCREEN_DIM
         if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
             # never threaded at this size, whatever n_jobs: one compiled call
-            f, U, act, wimp = K.loss_grad_serial(
+            f, U, act, n_pairs = K.loss_grad_serial(
                 Z, screen, self.tn, self.tnT[0], self.tnT[1], indptr, indices,
                 self.mu, smooth)
-            return f, U, int(act), wimp
-        row_loss, wt, wimp, act, norms, Z32 = K.loss_buffers(Z, screen, k,
-                                                             indices.shape[0])
-        self.pool.map(lambda rg: K.loss_weights(
-            Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
-            rg[1], row_loss, wt, wimp, act), self.ranges)
-        a_ptr, a_dst, a_w, a_src, a_ptrT, a_permT = K.compact_active(
-            indptr, indices, wimp, n)
+            return f, U, int(act), int(n_pairs)
+        row_loss, wt, act, a_cnt, norms, Z32 = K.loss_buffers(Z, screen, k)
+
+        def run(rg):  # (each chunk lists its rows' active pairs in row order)
+            size = indptr[rg[1]] - indptr[rg[0]]
+            a_dst, a_w = np.empty(size, dtype=np.int64), np.empty(size)
+            m = K.loss_weights(Z, Z32, norms, screen, self.tn, indptr, indices,
+                               self.mu, smooth, rg[0], rg[1], row_loss, wt, act,
+                               a_cnt, a_dst, a_w)
+            return a_dst[:m], a_w[:m]
+
+        parts = self.pool.map(run, self.ranges)
+        a_dst = np.concatenate([p[0] for p in parts])
+        a_w = np.concatenate([p[1] for p in parts])
+        a_ptr, a_src, a_ptrT, a_permT = K.index_active(a_cnt, a_dst)
         U = np.empty_like(Z)
         self.pool.map(lambda rg: K.laplacian_dot(
             Z, self.tn, wt, self.tnT[0], self.tnT[1], a_ptr, a_dst, a_w, a_ptrT,
             a_permT, a_src, rg[0], rg[1], U), self.ranges)
-        return float(row_loss.sum()), U, int(act.sum()), wimp
+        return float(row_loss.sum()), U, int(act.sum()), int(a_dst.shape[0])
 
     def grad(self, U, low_precision=False):
         """``2 Uᵀ Xc``, the gradient w.r.t. ``L`` (the product in float32 if
@@ -541,7 +548,7 @@ class _LossOracle:
 
     def _settle(self, force_search=False, ev=None):
         """Finish an evaluation at the current point ``self.Z``: search again if
-        due (or forced), then form the gradient. ``ev = (f, U, act, wimp)`` is the
+        due (or forced), then form the gradient. ``ev = (f, U, act, n_pairs)`` is the
         evaluation there on the current graph, if one was made (a line-search
         trial); after a search, the terms of the impostors that the old graph had
         missed are added to it (:func:`K.add_missed`), so it need not be
@@ -555,21 +562,17 @@ class _LossOracle:
         elif force_search or self.since >= self.period:
             self._drop_line_buffers()
             patch = ev is not None
-            if patch:  # (the pair weights are not needed further: free them)
-                n_pairs = np.count_nonzero(ev[3])
-                ev = ev[:3] + (None,)
             old_ptr, old_idx = self.indptr, self.indices
             radius = self.prob.radius(Z)
             self._refresh(Z, radius)
             if not patch:
                 ev = self._weights(Z)
-                n_pairs = np.count_nonzero(ev[3])
-            f, U, act, _ = ev
+            f, U, act, n_pairs = ev
             n_miss, df, dact = K.add_missed(
                 old_ptr, old_idx, self.indptr, self.indices, Z, radius, self.prob.tn,
                 self.prob.mu, self.smooth, U, patch)
             if patch:
-                ev = f + df, U, act + dact, None
+                ev = f + df, U, act + dact, n_pairs + n_miss
                 n_pairs += n_miss
             missed = n_miss > 0
             # The period halves when the old graph lacked more than _MISS_TOL of

@@ -137,16 +137,18 @@ def test_float32_screen_keeps_impostors_at_the_margin():
     norms = np.einsum("ij,ij->i", Z, Z)
     outs = []
     for screen in (True, False):
-        out = [np.zeros(3 * m), np.zeros((3 * m, 1)), np.zeros(m),
-               np.zeros(3 * m, dtype=np.int64)]
-        K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn, indptr, indices,
-                       0.5, 0.0, 0, 3 * m, *out)
-        outs.append(out)
+        out = [np.zeros(3 * m), np.zeros((3 * m, 1)), np.zeros(3 * m, dtype=np.int64),
+               np.zeros(3 * m, dtype=np.int64), np.zeros(m, dtype=np.int64),
+               np.zeros(m)]
+        n_pairs = K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn, indptr,
+                                 indices, 0.5, 0.0, 0, 3 * m, *out)
+        outs.append([a[:n_pairs] for a in out[4:]] + out[:4])
     d_il = np.einsum("ij,ij->i", Z[0::3] - Z[2::3], Z[0::3] - Z[2::3])
     d_ij = np.einsum("ij,ij->i", Z[0::3] - Z[1::3], Z[0::3] - Z[1::3])
     active = d_il < 1.0 + d_ij
     assert 0 < active.sum() < m
-    np.testing.assert_array_equal(outs[0][2] != 0, active)
+    np.testing.assert_array_equal(outs[0][0], indices[active])  # (a_dst)
+    np.testing.assert_array_equal(outs[0][5][0::3], active)  # (a_cnt)
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 
