@@ -33,7 +33,9 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   stale candidate graph).
 - Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
   differently-labelled ``l`` within ``(1 + slack)`` times ``i``'s margin radius
-  ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
+  ``√(1 + max_j d_ij)`` at the last search (``slack = 0.15``; against 0.25, fits
+  take 0.5× the time on mnist 10000, 0.8× on digits, isolet and letter, at equal
+  objective: digits +0.2%, isolet −0.4%). The loss kernel filters them with the
   exact current radius, so loss and gradient are exact unless an impostor came from
   beyond the enlarged radius. The graph is searched again every ``period``
   iterations, at an accepted point (never inside a line search, so the function
@@ -492,7 +494,7 @@ class _LossOracle:
     estimator).
     """
 
-    def __init__(self, problem, r, slack=0.25, max_period=16, max_candidates=None):
+    def __init__(self, problem, r, slack=0.15, max_period=16, max_candidates=None):
         self.prob = problem
         # the products of the search directions and of the gradient in float32
         # from this size on (see _F32_FLOPS)
@@ -661,7 +663,7 @@ def _smoothing_schedule(smoothing):
 
 
 def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
-               smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.25, n_threads=1,
+               smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.15, n_threads=1,
                max_period=16, name="LMNN"):
     """Minimise the LMNN objective over ``L`` with L-BFGS.
 
