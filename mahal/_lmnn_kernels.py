@@ -264,7 +264,8 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
     row order from the start of ``a_dst`` (their second point) and ``a_w`` (their
     weight), which need room for the rows' candidates; returns their number.
     (Listing them as they are found, rather than weighting every candidate and
-    compacting afterwards: digits evaluations 8% faster.)
+    compacting afterwards, and the Laplacian form of :func:`laplacian_dot`:
+    a digits fit's evaluations replayed in 1.45 ms each instead of 1.70 ms.)
     """
     k = tn.shape[1]
     dti = np.zeros(k)
@@ -322,9 +323,9 @@ def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_per
     active impostor pairs ``(a_src[p], a_dst[p])`` with weights ``a_w`` (grouped by
     source with ``a_ptr``). ``U_a = Σ_b w_ab (z_a − z_b)`` over the pairs (a, b) and
     (b, a), formed as ``(Σ_b w_ab) z_a − Σ_b w_ab z_b`` (one multiply-add per
-    entry; evaluations 5% faster on digits); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by their
-    second point) make each row independent, so no atomics are needed. Writes the
-    rows ``r0 ≤ i < r1`` of ``U``.
+    entry); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by
+    their second point) make each row independent, so no atomics are needed.
+    Writes the rows ``r0 ≤ i < r1`` of ``U``.
     """
     k = tn.shape[1]
     r = Z.shape[1]
