@@ -43,7 +43,7 @@ Measurements
 Each learner runs in one fresh child process (``_worker.py``; under ``sys.executable``
 for mahal, under ``--peer-python`` for the peers) that fits all its (data set, split)
 items in turn; the splits come in npz files, one per data set and split.  The child
-first fits a warm-up on a tiny subset (a few points per class of the first item), so
+first fits a warm-up on a small subset (up to 30 points per class of the first item), so
 that numba compilation and lazy imports are not timed; its time is reported once per
 learner (``warm-up``).  metric-learn's MMC gets no warm-up: it has no JIT and is slower
 on a tiny subset than on the real data.  Then the child fits each item, timing ``fit``
