@@ -916,16 +916,16 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Each pass runs up to ``max_iter`` iterations. Helps where the input space's
         nearest classmates are poor targets; choose it by cross-validation.
         Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
-        17.29% with 1 pass, 5.18% with ``n_passes`` chosen among 1, 2, 4, 8 by
-        3-fold CV on each training split; letter 3.57% with 1 pass, 2.20% with
-        the 4 passes CV chose among 1, 2, 4; but iris 3.89% against 4.00% and
-        wine 2.37% against 2.46% with the CV choice.
+        17.20% with 1 pass, 5.16% with ``n_passes`` chosen among 1, 2, 4, 8 by
+        3-fold CV on each training split; letter 3.57% with 1 pass, 2.23% with
+        the 4 passes CV chose among 1, 2, 4; but iris 3.89% against 4.13% and
+        wine 2.33% against 2.44% with the CV choice.
     smoothing : sequence of float, default=(1.0, 0.1, 0.0)
         Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
         stage should be 0 (the exact hinge). Measured: ``(1, 0)`` gives the same
-        test errors to within a test point (wine 2.59% for both over 10 splits,
-        letter 3.60% against the default's 3.57%); on 4 small problems (42 points)
-        both reach the SDP optimum to within 0.1%. (With scipy's L-BFGS-B in place
+        test errors (wine 2.59% for both over 10 splits, letter 3.57% for both);
+        on 4 small problems (42 points) both reach the SDP optimum to within
+        0.1%. (With scipy's L-BFGS-B in place
         of this solver's own line search, ``(1, 0)`` had stopped 5% above the
         optimum on such a problem.)
     random_state : int, RandomState or None
