@@ -383,16 +383,10 @@ class _Problem:
                 self.mu, smooth)
             return f, U, int(act), int(n_pairs)
         row_loss, wt, act, a_cnt, norms, Z32 = K.loss_buffers(Z, screen, k)
-
-        def run(rg):  # (each chunk lists its rows' active pairs in row order)
-            size = indptr[rg[1]] - indptr[rg[0]]
-            a_dst, a_w = np.empty(size, dtype=np.int64), np.empty(size)
-            m = K.loss_weights(Z, Z32, norms, screen, self.tn, indptr, indices,
-                               self.mu, smooth, rg[0], rg[1], row_loss, wt, act,
-                               a_cnt, a_dst, a_w)
-            return a_dst[:m], a_w[:m]
-
-        parts = self.pool.map(run, self.ranges)
+        # (each chunk lists its rows' active pairs in row order)
+        parts = self.pool.map(lambda rg: K.loss_weights(
+            Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
+            rg[1], row_loss, wt, act, a_cnt), self.ranges)
         a_dst = np.concatenate([p[0] for p in parts])
         a_w = np.concatenate([p[1] for p in parts])
         a_ptr, a_src, a_ptrT, a_permT = K.index_active(a_cnt, a_dst)
@@ -574,8 +568,8 @@ class _LossOracle:
                 old_ptr, old_idx, self.indptr, self.indices, Z, radius, self.prob.tn,
                 self.prob.mu, self.smooth, U, patch)
             if patch:
-                ev = f + df, U, act + dact, n_pairs + n_miss
                 n_pairs += n_miss
+                ev = f + df, U, act + dact, n_pairs
             missed = n_miss > 0
             # The period halves when the old graph lacked more than _MISS_TOL of
             # the active impostor pairs (in the last stage; the smoothed ones only

@@ -138,11 +138,10 @@ def test_float32_screen_keeps_impostors_at_the_margin():
     outs = []
     for screen in (True, False):
         out = [np.zeros(3 * m), np.zeros((3 * m, 1)), np.zeros(3 * m, dtype=np.int64),
-               np.zeros(3 * m, dtype=np.int64), np.zeros(m, dtype=np.int64),
-               np.zeros(m)]
-        n_pairs = K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn, indptr,
-                                 indices, 0.5, 0.0, 0, 3 * m, *out)
-        outs.append([a[:n_pairs] for a in out[4:]] + out[:4])
+               np.zeros(3 * m, dtype=np.int64)]
+        a_dst, a_w = K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn,
+                                    indptr, indices, 0.5, 0.0, 0, 3 * m, *out)
+        outs.append([a_dst, a_w] + out)
     d_il = np.einsum("ij,ij->i", Z[0::3] - Z[2::3], Z[0::3] - Z[2::3])
     d_ij = np.einsum("ij,ij->i", Z[0::3] - Z[1::3], Z[0::3] - Z[1::3])
     active = d_il < 1.0 + d_ij
