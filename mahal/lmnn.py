@@ -58,9 +58,9 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   fits 10% faster, the blocked search's set-up being most of its cost there).
 - The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair graph
   ``W`` (target pairs and active impostor pairs), computed per row by a numba kernel:
-  no outer products. From ``n d r ≥ 2²⁴`` (isolet, mnist) the solver forms
-  ``Uᵀ X`` and the direction's ``X Pᵀ`` in float32 (twice as fast; isolet fits
-  12% faster); values and slopes along a line stay exact for the direction
+  no outer products. From ``n d r ≥ 2²⁰`` (digits, letter, isolet, mnist) the
+  solver forms ``Uᵀ X`` and the direction's ``X Pᵀ`` in float32 (twice as fast;
+  fits 11-12% faster); values and slopes along a line stay exact for the direction
   actually followed (see ``_F32_FLOPS``).
 - Parallelism: the kernels release the GIL and run on row chunks in a thread pool
   (``n_jobs``); from ``2 × 4096`` rows on, BLAS is limited to one thread during
@@ -119,12 +119,13 @@ _THREADED_ELEMS = 1 << 21
 # its slope 2 ⟨U, X Pᵀ⟩ is taken along that same array, so values and slopes
 # along a line stay consistent; only the direction's L-space copy and the
 # gradient that builds the next direction carry float32 rounding. Measured
-# (objective, 3-NN error): equal on digits (5 splits, mean 1730.70 against
-# 1730.72), isolet (2247.5 against 2253.2), letter and mnist 60000 (239795.6
-# against 239796.1). Fit time, float32 against float64 in alternating rounds of
-# one process: isolet (1560 × 172 × 172) 0.88; mnist 10000, letter and digits
-# 0.98-0.99, within noise, so below this size the products stay float64.
-_F32_FLOPS = 1 << 24
+# (objective, 3-NN error): equal on digits (10 splits, mean 1717.2 against
+# 1718.1, 1.52% against 1.54%), isolet (2247.5 against 2253.2), letter (59029.08
+# both) and mnist 60000 (239795.6 against 239796.1). Fit time, float32 against
+# float64 (median of alternating fits in one process): isolet (1560 × 172 × 172)
+# 0.88, letter (16000 × 16 × 16) 0.89, digits (1257 × 64 × 64) 0.89, 300 digits
+# points (1.2M multiply-adds) 0.86; below ~2²⁰ the casts cost about what they save.
+_F32_FLOPS = 1 << 20
 _MAXCOR = 20  # L-BFGS memory
 # The last stage restarts L-BFGS (at most _MAX_RESTARTS times) when its final
 # check found missed impostors, or when it stopped on ftol within half its budget

@@ -382,7 +382,7 @@ def test_default_budget_does_not_stall_on_digits(split, float32_products, monkey
     X = StandardScaler().fit_transform(X)
     import mahal.lmnn as lmnn_module
 
-    # (digits is below the size from which the solver uses float32 products)
+    # (digits is above the size from which the solver uses float32 products)
     monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
