@@ -375,18 +375,39 @@ class _Problem:
             return None
         return _to_csr(res[0], res[1], self.n)
 
-    def weights(self, Z, indptr, indices, smooth):
+    def _rows(self, fn, size):
+        """``fn(r0, r1)`` over all rows: in one piece below ``size`` elements
+        ``_THREADED_ELEMS``, else over the row chunks."""
+        if size < _THREADED_ELEMS:
+            fn(0, self.n)
+        else:
+            self.pool.map(lambda rg: fn(rg[0], rg[1]), self.ranges)
+
+    def aux(self, Z, out=None):
+        """``(Z32, norms)``: the screening inputs of the loss kernel at ``Z`` (its
+        float32 copy, a 1 × 1 dummy below _SCREEN_DIM components, and its squared
+        row norms), in ``out`` if given."""
+        screen = Z.shape[1] >= _SCREEN_DIM
+        if out is None:
+            out = (np.empty(Z.shape if screen else (1, 1), dtype=np.float32),
+                   np.empty(self.n))
+        self._rows(lambda a, b: K.point_aux(Z, out[0], out[1], screen, a, b), Z.size)
+        return out
+
+    def weights(self, Z, indptr, indices, smooth, aux=None):
         """Loss at ``Z``, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), the
-        number of active triplets and the number of active impostor pairs."""
+        number of active triplets and the number of active impostor pairs. ``aux``:
+        ``Z``'s :meth:`aux`, if already made."""
         n, k = self.tn.shape
         screen = Z.shape[1] >= _SCREEN_DIM
+        Z32, norms = self.aux(Z) if aux is None else aux
         if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
             # never threaded at this size, whatever n_jobs: one compiled call
             f, U, act, n_pairs = K.loss_grad_serial(
-                Z, screen, self.tn, self.tnT[0], self.tnT[1], indptr, indices,
-                self.mu, smooth)
+                Z, Z32, norms, screen, self.tn, self.tnT[0], self.tnT[1], indptr,
+                indices, self.mu, smooth)
             return f, U, int(act), int(n_pairs)
-        row_loss, wt, act, a_cnt, norms, Z32 = K.loss_buffers(Z, screen, k)
+        row_loss, wt, act, a_cnt = K.loss_buffers(n, k)
         # (each chunk lists its rows' active pairs in row order)
         parts = self.pool.map(lambda rg: K.loss_weights(
             Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
@@ -410,17 +431,11 @@ class _Problem:
                               @ X[rg[0]:rg[1]], self.ranges)
         return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
 
-    def step(self, Z, ZP, alpha, out):
-        """``out = Z + alpha ZP``."""
-        def run(rg):
-            a, b = rg
-            np.multiply(ZP[a:b], np.float64(alpha), out=out[a:b])
-            out[a:b] += Z[a:b]
-
-        if Z.size < _THREADED_ELEMS:
-            run((0, self.n))
-        else:
-            self.pool.map(run, self.ranges)
+    def step(self, Z, ZP, alpha, out, aux):
+        """``out = Z + alpha ZP``, with its :meth:`aux` written into ``aux``."""
+        screen = Z.shape[1] >= _SCREEN_DIM
+        self._rows(lambda a, b: K.step(Z, ZP, alpha, out, aux[0], aux[1], screen, a,
+                                       b), Z.size)
         return out
 
     def inner(self, U, V):
@@ -518,7 +533,7 @@ class _LossOracle:
         self.n_candidates = 0
         self.run_start_f = None  # first value of the current L-BFGS run
         self._exact_f = None  # value at the run's last search
-        self.Z = self.ZP = self._Zt = self._last = None
+        self.Z = self.ZP = self._Zt = self._aux = self._last = None
         self.checked = None
 
     def _refresh(self, Z, radius):
@@ -543,9 +558,9 @@ class _LossOracle:
         self.since = 0
         self.t_search += time.perf_counter() - t0
 
-    def _weights(self, Z):
+    def _weights(self, Z, aux=None):
         self.n_evals += 1
-        return self.prob.weights(Z, self.indptr, self.indices, self.smooth)
+        return self.prob.weights(Z, self.indptr, self.indices, self.smooth, aux)
 
     def _settle(self, force_search=False, ev=None):
         """Finish an evaluation at the current point ``self.Z``: search again if
@@ -624,7 +639,7 @@ class _LossOracle:
         # X Pᵀ, the trial point and the last trial's evaluation: n × r arrays each,
         # not needed across a search (peak on mnist 60000: 928 MB with them
         # alive, 711 MB without)
-        self.ZP = self._Zt = self._last = None
+        self.ZP = self._Zt = self._aux = self._last = None
 
     # line oracle (mahal._optimize)
     def start(self, x):
@@ -639,9 +654,11 @@ class _LossOracle:
     def trial(self, alpha):
         if self._Zt is None or self._Zt is self.Z:
             self._Zt = np.empty_like(self.Z)
+        if self._aux is None:
+            self._aux = self.prob.aux(self.Z)  # (buffers of the right shape)
         self._last = None  # (frees the previous trial's U first)
-        Zt = self.prob.step(self.Z, self.ZP, alpha, self._Zt)
-        ev = self._weights(Zt)
+        Zt = self.prob.step(self.Z, self.ZP, alpha, self._Zt, self._aux)
+        ev = self._weights(Zt, self._aux)
         self._last = alpha, ev
         return ev[0], 2.0 * self.prob.inner(ev[1], self.ZP)
 
