@@ -142,49 +142,49 @@ def scan_block(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols, bot
     ``rho2_cols[b]`` — for pairs of different labels ``y`` (checked only if
     ``check_y``; blocks of distinct classes need no check).
 
-    One pass: each row is scanned in chunks of 64 columns with a branch-free
-    (vectorised) count, and only the chunks that hold pairs are scanned again to
-    emit them (pairs are rare). Returns ``(src, dst)`` int64 arrays.
+    Per row, a vectorised pass writes a code per column (bit 0: ``rows[a] →
+    cols[b]``, bit 1: ``cols[b] → rows[a]``), then a pass over the codes emits the
+    pairs (2% of the entries on digits). (Counting per chunk of 64 columns and
+    scanning again the chunks that hold pairs took 10.4 ms per digits fit against
+    7.0 ms: at that density most chunks hold one.) Returns ``(src, dst)`` int64
+    arrays.
     """
     m, nb = G.shape
     src = np.empty(1024, dtype=np.int64)
     dst = np.empty(1024, dtype=np.int64)
+    code = np.empty(nb, dtype=np.uint8)
+    two = np.uint8(2 if both else 0)
     p = 0
-    CH = 64
     for a in range(m):
         ri = rho2_rows[a]
         na = norm_rows[a]
         i = rows[a]
         yi = y[i]
-        for b0 in range(0, nb, CH):
-            b1 = min(b0 + CH, nb)
-            c = 0
-            if both:
-                for b in range(b0, b1):
-                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                    c += (d < ri) + (d < rho2_cols[b])
-            else:
-                for b in range(b0, b1):
-                    d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                    c += d < ri
-            if c == 0:
+        c = 0
+        for b in range(nb):
+            d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
+            v = np.uint8(d < ri) + two * np.uint8(d < rho2_cols[b])
+            code[b] = v
+            c += v
+        if c == 0:
+            continue
+        if p + 2 * nb > src.shape[0]:
+            src, dst = _grow(src, dst, p, p + 2 * nb)
+        for b in range(nb):
+            v = code[b]
+            if v == 0:
                 continue
-            if p + c > src.shape[0]:
-                src, dst = _grow(src, dst, p, p + c)
-            for b in range(b0, b1):
-                d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
-                if d < ri:
-                    lb = cols[b]
-                    if not (check_y and y[lb] == yi):
-                        src[p] = i
-                        dst[p] = lb
-                        p += 1
-                if both and d < rho2_cols[b]:
-                    lb = cols[b]
-                    if not (check_y and y[lb] == yi):
-                        src[p] = lb
-                        dst[p] = i
-                        p += 1
+            lb = cols[b]
+            if check_y and y[lb] == yi:
+                continue
+            if v & 1:
+                src[p] = i
+                dst[p] = lb
+                p += 1
+            if v & 2:
+                src[p] = lb
+                dst[p] = i
+                p += 1
     return src[:p].copy(), dst[:p].copy()
 
 
