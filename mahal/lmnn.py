@@ -941,8 +941,8 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Each pass runs up to ``max_iter`` iterations. Helps where the input space's
         nearest classmates are poor targets; choose it by cross-validation.
         Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
-        17.20% with 1 pass, 5.16% with ``n_passes`` chosen among 1, 2, 4, 8 by
-        3-fold CV on each training split; letter 3.57% with 1 pass, 2.23% with
+        17.22% with 1 pass, 5.13% with ``n_passes`` chosen among 1, 2, 4, 8 by
+        3-fold CV on each training split; letter 3.57% with 1 pass, 2.20% with
         the 4 passes CV chose among 1, 2, 4; but iris 3.89% against 4.13% and
         wine 2.33% against 2.44% with the CV choice.
     smoothing : sequence of float, default=(1.0, 0.1, 0.0)
