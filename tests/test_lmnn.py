@@ -623,11 +623,64 @@ def test_line_oracle_is_exact(low_precision):
     assert n_stale == 2
 
 
+def test_trial_point_carries_its_screening_inputs():
+    # A line-search trial point comes with its squared row norms and float32 copy
+    # (K.step makes all three in one pass); with 40 components the loss kernel
+    # screens candidates with them, and the trial's value equals an evaluation
+    # that makes them from scratch.
+    from mahal.lmnn import _SCREEN_DIM, _LossOracle, _Problem
+
+    X, y = _blobs(300, 40, 3, 4)
+    assert X.shape[1] >= _SCREEN_DIM
+    tn = select_target_neighbors(X, y, 3)
+    rng = np.random.default_rng(2)
+    oracle = _LossOracle(_Problem(X, y, tn, 0.5), 40)
+    oracle.start((np.eye(40) + 0.1 * rng.normal(size=(40, 40))).ravel())
+    oracle.set_direction(rng.normal(size=40 * 40))
+    for alpha in (0.01, 0.2):
+        f, _ = oracle.trial(alpha)
+        Zt = oracle.Z + alpha * oracle.ZP
+        Z32, norms = oracle._aux
+        np.testing.assert_array_equal(Z32, oracle._Zt.astype(np.float32))
+        np.testing.assert_allclose(oracle._Zt, Zt, rtol=1e-14, atol=1e-12)
+        np.testing.assert_allclose(norms, (Zt ** 2).sum(1), rtol=1e-12)
+        ft = oracle.prob.weights(Zt, oracle.indptr, oracle.indices, 0.0)[0]
+        assert f == pytest.approx(ft, rel=1e-12)
+
+
+@pytest.mark.parametrize("n, limited", [(600, False), (8192, True)])
+def test_blas_keeps_its_threads_only_below_8192_points(n, limited, monkeypatch):
+    # Below 2 × _ROWS_PER_THREAD points the kernels never run threaded and BLAS
+    # keeps its own threads for the products; from there on it is limited to one
+    # thread during the solve (the pool's threads would compete with it).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mahal import lmnn as lmnn_module
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    seen = []
+    solve = lmnn_module._lmnn_lbfgs
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(lmnn_module, "_lmnn_lbfgs", spy)
+    X, y = _blobs(n, 3, 3, 4)
+    with threadpool_limits(2, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        outside = blas_threads()
+        LMNN(max_iter=2).fit(X, y)
+    assert seen == [[1] * len(outside) if limited else outside]
+
+
 @pytest.mark.parametrize("n", [700, 200])
 def test_find_impostors_chunked_scan_matches_bruteforce(n):
-    # The blocked search's one-pass chunked scan (700 points) and the one-pass
-    # search of small problems (200 points: n² r below _SMALL_SEARCH), both with
-    # many pairs and buffer growth, equal a dense check; max_pairs gives up.
+    # The blocked search's scan (700 points) and the one-pass search of small
+    # problems (200 points: n² r below _SMALL_SEARCH), both with many pairs and
+    # buffer growth, equal a dense check; max_pairs gives up.
     from mahal import lmnn as lmnn_module
 
     assert (n * n * 3 <= lmnn_module._SMALL_SEARCH) == (n == 200)
