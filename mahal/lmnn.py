@@ -64,11 +64,11 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   actually followed (see ``_F32_FLOPS``).
 - Parallelism: the kernels release the GIL and run on row chunks in a thread pool
   (``n_jobs``); from ``2 × 4096`` rows on, BLAS is limited to one thread during
-  ``fit`` so that two thread pools never spin against each other (below, BLAS keeps
-  its own threads for the products: the kernels run in one thread there). Chunks do not depend on ``n_jobs``: results are
-  identical for any number of threads. Below ``2 × 4096`` rows the kernels never
-  run threaded, and one evaluation's kernels run as a single compiled call
-  (:func:`K.loss_grad_serial`: fixed costs dominate small fits).
+  ``fit`` so that two thread pools never spin against each other. Chunks do not
+  depend on ``n_jobs``: results are identical for any number of threads. Below
+  ``2 × 4096`` rows the kernels never run threaded, one evaluation's kernels run as
+  a single compiled call (:func:`K.loss_grad_serial`: fixed costs dominate small
+  fits), and BLAS keeps its own threads for the products.
 """
 
 import contextlib
@@ -183,6 +183,11 @@ def select_target_neighbors(X, y, n_neighbors):
 
 def _sq_norms(Z):
     return np.einsum("ij,ij->i", Z, Z)
+
+
+def _screens(r):
+    """Whether the loss kernel screens candidates in float32 at ``r`` components."""
+    return r >= _SCREEN_DIM
 
 
 class _Pool:
@@ -376,21 +381,23 @@ class _Problem:
         return _to_csr(res[0], res[1], self.n)
 
     def _rows(self, fn, size):
-        """``fn(r0, r1)`` over all rows: in one piece below ``size`` elements
-        ``_THREADED_ELEMS``, else over the row chunks."""
+        """``[fn(r0, r1), ...]`` over all rows: one piece for fewer than
+        ``_THREADED_ELEMS`` elements (``size``), else one call per row chunk."""
         if size < _THREADED_ELEMS:
-            fn(0, self.n)
-        else:
-            self.pool.map(lambda rg: fn(rg[0], rg[1]), self.ranges)
+            return [fn(0, self.n)]
+        return self.pool.map(lambda rg: fn(rg[0], rg[1]), self.ranges)
 
-    def aux(self, Z, out=None):
-        """``(Z32, norms)``: the screening inputs of the loss kernel at ``Z`` (its
-        float32 copy, a 1 × 1 dummy below _SCREEN_DIM components, and its squared
-        row norms), in ``out`` if given."""
-        screen = Z.shape[1] >= _SCREEN_DIM
-        if out is None:
-            out = (np.empty(Z.shape if screen else (1, 1), dtype=np.float32),
-                   np.empty(self.n))
+    def aux_buffers(self, r):
+        """Room for the screening inputs of the loss kernel at a point of ``r``
+        components: its float32 copy (a 1 × 1 dummy below _SCREEN_DIM components)
+        and its squared row norms."""
+        return (np.empty((self.n, r) if _screens(r) else (1, 1), dtype=np.float32),
+                np.empty(self.n))
+
+    def aux(self, Z):
+        """``(Z32, norms)``: the screening inputs of the loss kernel at ``Z``."""
+        out = self.aux_buffers(Z.shape[1])
+        screen = _screens(Z.shape[1])
         self._rows(lambda a, b: K.point_aux(Z, out[0], out[1], screen, a, b), Z.size)
         return out
 
@@ -399,7 +406,7 @@ class _Problem:
         number of active triplets and the number of active impostor pairs. ``aux``:
         ``Z``'s :meth:`aux`, if already made."""
         n, k = self.tn.shape
-        screen = Z.shape[1] >= _SCREEN_DIM
+        screen = _screens(Z.shape[1])
         Z32, norms = self.aux(Z) if aux is None else aux
         if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
             # never threaded at this size, whatever n_jobs: one compiled call
@@ -433,7 +440,7 @@ class _Problem:
 
     def step(self, Z, ZP, alpha, out, aux):
         """``out = Z + alpha ZP``, with its :meth:`aux` written into ``aux``."""
-        screen = Z.shape[1] >= _SCREEN_DIM
+        screen = _screens(Z.shape[1])
         self._rows(lambda a, b: K.step(Z, ZP, alpha, out, aux[0], aux[1], screen, a,
                                        b), Z.size)
         return out
@@ -441,14 +448,9 @@ class _Problem:
     def inner(self, U, V):
         """``⟨U, V⟩`` (summed over row chunks that do not depend on ``n_jobs``)."""
         if V.dtype == np.float32:
-            if U.size < _THREADED_ELEMS:
-                return K.row_inner(U, V, 0, self.n)
-            return float(sum(self.pool.map(
-                lambda rg: K.row_inner(U, V, rg[0], rg[1]), self.ranges)))
-        if U.size < _THREADED_ELEMS:
-            return float(np.vdot(U, V))
-        return float(sum(self.pool.map(
-            lambda rg: np.vdot(U[rg[0]:rg[1]], V[rg[0]:rg[1]]), self.ranges)))
+            return float(sum(self._rows(lambda a, b: K.row_inner(U, V, a, b),
+                                        U.size)))
+        return float(sum(self._rows(lambda a, b: np.vdot(U[a:b], V[a:b]), U.size)))
 
     def loss_grad(self, Z, indptr, indices, smooth):
         f, U, act, _ = self.weights(Z, indptr, indices, smooth)
@@ -655,7 +657,7 @@ class _LossOracle:
         if self._Zt is None or self._Zt is self.Z:
             self._Zt = np.empty_like(self.Z)
         if self._aux is None:
-            self._aux = self.prob.aux(self.Z)  # (buffers of the right shape)
+            self._aux = self.prob.aux_buffers(self.r)
         self._last = None  # (frees the previous trial's U first)
         Zt = self.prob.step(self.Z, self.ZP, alpha, self._Zt, self._aux)
         ev = self._weights(Zt, self._aux)
