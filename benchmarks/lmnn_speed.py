@@ -95,9 +95,9 @@ def load(name, seed=0):
 def knn_graph_time(X, k=3, warm=True):
     """Time of one exact brute-force kNN graph of ``X``. With ``warm``, the timed
     graph follows an untimed one: right after other work (a fit) a first graph
-    takes up to 1.5× its steady time (measured on iris, wine and isolet: page faults
-    for its distance chunks, BLAS threads waking up), which would flatter the fit
-    time's ratio to it."""
+    took up to 1.7× as long (min of 10: iris 1.5 against 1.0 ms, wine 1.4 against
+    0.9, isolet 40 against 24; digits the same), which would flatter the fit time's
+    ratio to it."""
     from sklearn.neighbors import NearestNeighbors
 
     def graph():
