@@ -58,33 +58,95 @@ def target_distances(Z, tn, r0, r1, radius):
         radius[i] = rmax + 1.0 if rmax >= 0.0 else 0.0
 
 
+# Relative difference of two exact squared distances below which target neighbour
+# selection treats them as tied (and takes the lower index): a sum of d rounded
+# terms is exact to ~d·2⁻⁵³, so without it a tie of the data (letter's lattice of
+# standardised integers has many) would be broken by the summation order.
+_TIE = 1e-10
+
+
+@njit(cache=True, inline="always")
+def _sqdist4(X, a, b):
+    """``‖x_a − x_b‖²`` with four interleaved partial sums (four times as fast as
+    one sequential sum, which waits on each addition)."""
+    s0 = s1 = s2 = s3 = 0.0
+    d = X.shape[1]
+    t = 0
+    while t + 4 <= d:
+        u0 = X[a, t] - X[b, t]
+        u1 = X[a, t + 1] - X[b, t + 1]
+        u2 = X[a, t + 2] - X[b, t + 2]
+        u3 = X[a, t + 3] - X[b, t + 3]
+        s0 += u0 * u0
+        s1 += u1 * u1
+        s2 += u2 * u2
+        s3 += u3 * u3
+        t += 4
+    while t < d:
+        u0 = X[a, t] - X[b, t]
+        s0 += u0 * u0
+        t += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, inline="always")
+def _insert(val, idx, p, v, b, tol):
+    """Put ``(v, b)`` into the sorted lists ``val``, ``idx`` at position ``p`` or
+    before; values within ``tol`` of each other are tied, lower index first."""
+    while p > 0 and (val[p - 1] > v + tol
+                     or (val[p - 1] >= v - tol and idx[p - 1] > b)):
+        val[p] = val[p - 1]
+        idx[p] = idx[p - 1]
+        p -= 1
+    val[p] = v
+    idx[p] = b
+
+
 @njit(cache=True, nogil=True)
-def smallest_k(D, kk):
-    """Column indices of the ``kk`` smallest entries of every row of ``D``, in
-    increasing order (ties: lower index first). One pass with an insertion list:
-    ``O(n)`` per row for small ``kk`` (``np.argpartition`` was 5× slower on
-    balance, whose lattice distances have many ties)."""
-    m, n = D.shape
-    out = np.empty((m, kk), dtype=np.int64)
+def nearest_in_class(Xc, G, nc, s, kk, kc, out):
+    """Target neighbours of rows ``s … s + len(G) − 1`` of one class's points ``Xc``.
+
+    ``G`` holds those rows' products with all of ``Xc`` and ``nc`` the squared row
+    norms. Candidates are each row's ``kk`` smallest Gram-trick distances
+    ``nc_a + nc_b − 2 G_ab`` (itself excluded; ties: lower index first), kept with
+    an insertion list (``O(m)`` per row for small ``kk``; ``np.argpartition`` was 5×
+    slower on balance, whose lattice distances have many ties). They are ranked by
+    exact squared distance (ties, to within ``_TIE``: lower index first) and the first
+    ``kc`` written to ``out[a, :kc]``, as indices into ``Xc``. One compiled pass
+    per block (numpy's distance block, argsort and re-rank took wine 0.32 ms against
+    0.16, digits 3.4 against 2.1, letter 119 against 46, mnist 60000 3.5 s against
+    2.4 s)."""
+    m, d = Xc.shape
+    cand = np.empty(kk, dtype=np.int64)
     val = np.empty(kk)
-    for a in range(m):
+    nc_max = nc.max()
+    for a in range(G.shape[0]):
+        i = s + a
+        # (Gram-trick distances are exact to ~d·2⁻⁵³ of the squared norms: values
+        # closer than tol are tied, and the one seen first, the lower index, stays
+        # ahead, so that a tie of more than kk points keeps the lowest indices)
+        tol = _TIE * (nc[i] + nc_max)
         cnt = 0
-        for b in range(n):
-            v = D[a, b]
+        for b in range(m):
+            if b == i:
+                continue
+            v = nc[i] + nc[b] - 2.0 * G[a, b]
             if cnt < kk:
                 p = cnt
                 cnt += 1
-            elif v < val[kk - 1]:
+            elif v < val[kk - 1] - tol:
                 p = kk - 1
             else:
                 continue
-            while p > 0 and val[p - 1] > v:
-                val[p] = val[p - 1]
-                out[a, p] = out[a, p - 1]
-                p -= 1
-            val[p] = v
-            out[a, p] = b
-    return out
+            _insert(val, cand, p, v, b, tol)
+        # ranked again by exact distance; distances equal to within rounding
+        # (relative _TIE) are ties
+        for c in range(kk):
+            b = cand[c]
+            e = _sqdist4(Xc, i, b)
+            _insert(val, cand, c, e, b, _TIE * e)
+        for c in range(kc):
+            out[a, c] = cand[c]
 
 
 @njit(cache=True, inline="always")

@@ -168,16 +168,12 @@ def select_target_neighbors(X, y, n_neighbors):
         # a few spare candidates from the Gram-trick distances, then ranked by
         # exact distances (ties among them: lower index first)
         kk = min(m - 1, kc + 4)
+        out = np.empty((m, kc), dtype=np.int64)
         step = max(1, _BLOCK_ELEMS // m)
         for s in range(0, m, step):
             e = min(s + step, m)
-            D = nc[s:e, None] + nc[None, :] - 2.0 * (Xc[s:e] @ Xc.T)
-            D[np.arange(e - s), np.arange(s, e)] = np.inf
-            cand = K.smallest_k(D, kk)
-            diff = Xc[s:e, None, :] - Xc[cand]
-            exact = np.einsum("abt,abt->ab", diff, diff)
-            order = np.lexsort((cand, exact), axis=-1)[:, :kc]
-            tn[idx[s:e], :kc] = idx[np.take_along_axis(cand, order, axis=1)]
+            K.nearest_in_class(Xc, Xc[s:e] @ Xc.T, nc, s, kk, kc, out[s:e])
+        tn[idx, :kc] = idx[out]
     return tn
 
 

@@ -780,12 +780,16 @@ def test_energy_uses_the_learners_multi_pass_targets():
     np.testing.assert_allclose(clf.energy(Xt), E0, rtol=1e-9, atol=1e-9)
 
 
-def test_smallest_k_kernel_matches_stable_argsort():
-    from mahal._lmnn_kernels import smallest_k
-
+def test_target_neighbor_ties_go_to_the_lower_index():
+    # A lattice scaled by 0.1 (not exact in binary): its many tied distances come
+    # out unequal in the last bits, differently for different summation orders.
+    # Ties must still be broken by index, as on the exact integer lattice.
     rng = np.random.default_rng(3)
-    D = rng.integers(0, 6, size=(40, 30)).astype(float)  # many ties
-    D[rng.random(D.shape) < 0.1] = np.inf
-    for kk in (1, 3, 7):
-        np.testing.assert_array_equal(smallest_k(D, kk),
-                                      np.argsort(D, axis=1, kind="stable")[:, :kk])
+    for d in (3, 4, 16):
+        Xi = rng.integers(0, 4, size=(300, d)).astype(float)
+        y = rng.integers(0, 3, 300)
+        want = naive_target_neighbors(Xi, y, 3)  # exact integer arithmetic
+        np.testing.assert_array_equal(select_target_neighbors(Xi, y, 3), want)
+        np.testing.assert_array_equal(select_target_neighbors(Xi * 0.1, y, 3), want)
+        np.testing.assert_array_equal(select_target_neighbors(Xi * 0.1 + 7.3, y, 3),
+                                      want)
