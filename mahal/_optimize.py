@@ -188,7 +188,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
     retried = False
     status = MAX_ITER
     while nit < max_iter:
-        if np.max(np.abs(g)) <= gtol:
+        if np.abs(g).max() <= gtol:
             status = CONVERGED
             break
         p = _two_loop(g, S, Y, rho, head, count, gamma)

@@ -429,7 +429,9 @@ class _Problem:
         ``low_precision``)."""
         X, dtype = self._data(low_precision)
         if U.size * X.shape[1] < _THREADED_FLOPS:
-            return 2.0 * (U.astype(dtype, copy=False).T @ X).astype(np.float64)
+            G = (U.astype(dtype, copy=False).T @ X).astype(np.float64, copy=False)
+            G *= 2.0
+            return G
         parts = self.pool.map(lambda rg: U[rg[0]:rg[1]].astype(dtype, copy=False).T
                               @ X[rg[0]:rg[1]], self.ranges)
         return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
