@@ -60,8 +60,8 @@ def target_distances(Z, tn, r0, r1, radius):
 
 # Relative difference of two exact squared distances below which target neighbour
 # selection treats them as tied (and takes the lower index): a sum of d rounded
-# terms is exact to ~d·2⁻⁵³, so without it a tie of the data (letter's lattice of
-# standardised integers has many) would be broken by the summation order.
+# terms is exact to ~d·2⁻⁵³ relative, so without it a tie of the data (letter's
+# lattice of standardised integers has many) would be broken by the summation order.
 _TIE = 1e-10
 
 
@@ -107,8 +107,10 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     """Target neighbours of rows ``s … s + len(G) − 1`` of one class's points ``Xc``.
 
     ``G`` holds those rows' products with all of ``Xc`` and ``nc`` the squared row
-    norms. Candidates are each row's ``kk`` smallest Gram-trick distances
-    ``nc_a + nc_b − 2 G_ab`` (itself excluded; ties: lower index first), kept with
+    norms, both of the class's points centred (so that the Gram trick does not
+    cancel an offset of the data). Candidates are each row's ``kk`` smallest
+    Gram-trick distances ``nc_a + nc_b − 2 G_ab`` (itself excluded; ties, to within
+    their rounding error: lower index first), kept with
     an insertion list (``O(m)`` per row for small ``kk``; ``np.argpartition`` was 5×
     slower on balance, whose lattice distances have many ties). They are ranked by
     exact squared distance (ties, to within ``_TIE``: lower index first) and the first
@@ -123,9 +125,9 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     for a in range(G.shape[0]):
         i = s + a
         # (Gram-trick distances are exact to ~d·2⁻⁵³ of the squared norms: values
-        # closer than tol are tied, and the one seen first, the lower index, stays
-        # ahead, so that a tie of more than kk points keeps the lowest indices)
-        tol = _TIE * (nc[i] + nc_max)
+        # closer than twice that are tied, and the one seen first, the lower index,
+        # stays ahead, so that a tie of more than kk points keeps the lowest indices)
+        tol = 4.0 * (d + 2) * 2.0 ** -53 * (nc[i] + nc_max)
         cnt = 0
         for b in range(m):
             if b == i:

@@ -164,15 +164,16 @@ def select_target_neighbors(X, y, n_neighbors):
         if kc < 1:
             continue
         Xc = X[idx]
-        nc = _sq_norms(Xc)
-        # a few spare candidates from the Gram-trick distances, then ranked by
-        # exact distances (ties among them: lower index first)
+        # a few spare candidates from the Gram-trick distances of the centred
+        # points, then ranked by exact distances (ties: lower index first)
+        Xm = Xc - Xc.mean(axis=0)
+        nc = _sq_norms(Xm)
         kk = min(m - 1, kc + 4)
         out = np.empty((m, kc), dtype=np.int64)
         step = max(1, _BLOCK_ELEMS // m)
         for s in range(0, m, step):
             e = min(s + step, m)
-            K.nearest_in_class(Xc, Xc[s:e] @ Xc.T, nc, s, kk, kc, out[s:e])
+            K.nearest_in_class(Xc, Xm[s:e] @ Xm.T, nc, s, kk, kc, out[s:e])
         tn[idx, :kc] = idx[out]
     return tn
 

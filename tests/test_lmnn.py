@@ -793,3 +793,6 @@ def test_target_neighbor_ties_go_to_the_lower_index():
         np.testing.assert_array_equal(select_target_neighbors(Xi * 0.1, y, 3), want)
         np.testing.assert_array_equal(select_target_neighbors(Xi * 0.1 + 7.3, y, 3),
                                       want)
+        # an offset far larger than the spread (exact here: integers below 2⁵³)
+        # must not cancel the Gram-trick distances away
+        np.testing.assert_array_equal(select_target_neighbors(Xi + 1e9, y, 3), want)
