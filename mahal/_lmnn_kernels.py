@@ -67,8 +67,8 @@ _TIE = 1e-10
 
 @njit(cache=True, inline="always")
 def _sqdist4(X, a, b):
-    """``‖x_a − x_b‖²`` with four interleaved partial sums (four times as fast as
-    one sequential sum, which waits on each addition)."""
+    """``‖x_a − x_b‖²`` with four interleaved partial sums: 1.4–1.7× as fast as one
+    sequential sum, which waits on each addition (measured at d = 16, 64, 172)."""
     s0 = s1 = s2 = s3 = 0.0
     d = X.shape[1]
     t = 0
@@ -110,14 +110,13 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     norms, both of the class's points centred (so that the Gram trick does not
     cancel an offset of the data). Candidates are each row's ``kk`` smallest
     Gram-trick distances ``nc_a + nc_b − 2 G_ab`` (itself excluded; ties, to within
-    their rounding error: lower index first), kept with
-    an insertion list (``O(m)`` per row for small ``kk``; ``np.argpartition`` was 5×
-    slower on balance, whose lattice distances have many ties). They are ranked by
-    exact squared distance (ties, to within ``_TIE``: lower index first) and the first
-    ``kc`` written to ``out[a, :kc]``, as indices into ``Xc``. One compiled pass
-    per block (numpy's distance block, argsort and re-rank took wine 0.32 ms against
-    0.21, digits 3.3 against 2.3, letter 106 against 45, mnist 60000 3.4 s against
-    2.4 s)."""
+    their rounding error: lower index first), kept with an insertion list (``O(m)``
+    per row for small ``kk``; ``np.argpartition`` was 5× slower on balance, whose
+    lattice distances have many ties). They are ranked by exact squared distance
+    (ties, to within ``_TIE``: lower index first) and the first ``kc`` written to
+    ``out[a, :kc]``, as indices into ``Xc``. One compiled pass per block (numpy's
+    distance block, argsort and re-rank took wine 0.32 ms against 0.21, digits 3.3
+    against 2.3, letter 106 against 45, mnist 60000 3.4 s against 2.4 s)."""
     m, d = Xc.shape
     cand = np.empty(kk, dtype=np.int64)
     val = np.empty(kk)
