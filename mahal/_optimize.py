@@ -36,8 +36,9 @@ CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
 
 @njit(cache=True, fastmath=True)
 def _two_loop(g, S, Y, rho, head, count, gamma):
-    """``−H g`` for the L-BFGS inverse Hessian of the ``count`` newest pairs
-    (circular buffers ``S``, ``Y`` of shape (m, N), newest at ``head − 1``)."""
+    """``(p, ⟨p, g⟩)`` with ``p = −H g`` for the L-BFGS inverse Hessian of the
+    ``count`` newest pairs (circular buffers ``S``, ``Y`` of shape (m, N), newest at
+    ``head − 1``)."""
     m, N = S.shape
     q = g.copy()
     alpha = np.empty(m)
@@ -60,9 +61,39 @@ def _two_loop(g, S, Y, rho, head, count, gamma):
         b = alpha[i] - rho[i] * b
         for t in range(N):
             q[t] += b * S[i, t]
+    d0 = 0.0
     for t in range(N):
         q[t] = -q[t]
-    return q
+        d0 += q[t] * g[t]
+    return q, d0
+
+
+@njit(cache=True, fastmath=True)
+def _update(x, p, alpha, g, g_new, S, Y, rho, head):
+    """After a step ``alpha p`` from ``x`` (gradient ``g``, now ``g_new``): ``x +=
+    alpha p``, and the pair ``(s, y) = (alpha p, g_new − g)`` written into slot
+    ``head`` of the memory if its curvature ``sᵀy`` exceeds ``1e-10 yᵀy``.
+    Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``. (One compiled
+    pass instead of ten numpy calls: ~15 µs per iteration, 5% of a wine fit.)"""
+    N = x.shape[0]
+    sy = 0.0
+    yy = 0.0
+    gmax = 0.0
+    for t in range(N):
+        st = alpha * p[t]
+        yt = g_new[t] - g[t]
+        sy += st * yt
+        yy += yt * yt
+        gmax = max(gmax, abs(g_new[t]))
+    stored = sy > 1e-10 * yy
+    if stored:
+        for t in range(N):
+            S[head, t] = alpha * p[t]
+            Y[head, t] = g_new[t] - g[t]
+        rho[head] = 1.0 / sy
+    for t in range(N):
+        x[t] += alpha * p[t]
+    return stored, (sy / yy if stored else 0.0), gmax
 
 
 def _cubic_min(a, fa, da, b, fb, db):
@@ -184,15 +215,15 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         head = count = 0
         gamma = 1.0
     f, g = oracle.start(x)
+    gmax = np.abs(g).max()
     nit = nfev = 0
     retried = False
     status = MAX_ITER
     while nit < max_iter:
-        if np.abs(g).max() <= gtol:
+        if gmax <= gtol:
             status = CONVERGED
             break
-        p = _two_loop(g, S, Y, rho, head, count, gamma)
-        d0 = float(p @ g)
+        p, d0 = _two_loop(g, S, Y, rho, head, count, gamma)
         if count == 0 or d0 >= 0.0:  # (not a descent direction: forget the memory)
             count = 0
             p = -g
@@ -211,6 +242,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
             # evaluated again (the oracle may have changed the function during
             # the line search).
             f, g = oracle.start(x)
+            gmax = np.abs(g).max()
             count = 0
             retried = True
             continue
@@ -218,18 +250,11 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         f_old = f
         f, g_new = oracle.accept(alpha)
         nit += 1
-        s = alpha * p
-        yv = g_new - g
-        sy = float(s @ yv)
-        yy = float(yv @ yv)
-        if sy > 1e-10 * yy:
-            S[head] = s
-            Y[head] = yv
-            rho[head] = 1.0 / sy
+        stored, gamma_new, gmax = _update(x, p, alpha, g, g_new, S, Y, rho, head)
+        if stored:
             head = (head + 1) % memory
             count = min(count + 1, memory)
-            gamma = sy / yy
-        x += s
+            gamma = gamma_new
         g = g_new
         if callback is not None:
             callback(nit, f, x)

@@ -334,6 +334,9 @@ class _Problem:
         self.pool = pool
         self.n = self.Xc.shape[0]
         self.ranges = pool.ranges(self.n)
+        # never threaded at this size, whatever n_jobs: the loss kernels run in
+        # one compiled call each
+        self.serial = pool.n_threads == 1 and self.n < 2 * _ROWS_PER_THREAD
         self._Xc32 = None
 
     # Matrix products of fewer than _THREADED_FLOPS multiply-adds, and axpys and
@@ -405,8 +408,7 @@ class _Problem:
         n, k = self.tn.shape
         screen = _screens(Z.shape[1])
         Z32, norms = self.aux(Z) if aux is None else aux
-        if self.pool.n_threads == 1 and n < 2 * _ROWS_PER_THREAD:
-            # never threaded at this size, whatever n_jobs: one compiled call
+        if self.serial:
             f, U, act, n_pairs = K.loss_grad_serial(
                 Z, Z32, norms, screen, self.tn, self.tnT[0], self.tnT[1], indptr,
                 indices, self.mu, smooth)
@@ -437,12 +439,20 @@ class _Problem:
                               @ X[rg[0]:rg[1]], self.ranges)
         return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
 
-    def step(self, Z, ZP, alpha, out, aux):
-        """``out = Z + alpha ZP``, with its :meth:`aux` written into ``aux``."""
+    def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
+        """Evaluation at ``out = Z + alpha ZP`` (with its :meth:`aux` written into
+        ``aux``): ``(f, U, act, n_pairs)`` as :meth:`weights`, and the slope ``2 ⟨U,
+        ZP⟩`` along ``ZP``."""
         screen = _screens(Z.shape[1])
+        if self.serial:
+            f, U, act, n_pairs, slope = K.trial_serial(
+                Z, ZP, alpha, out, aux[0], aux[1], screen, self.tn, self.tnT[0],
+                self.tnT[1], indptr, indices, self.mu, smooth)
+            return (f, U, int(act), int(n_pairs)), slope
         self._rows(lambda a, b: K.step(Z, ZP, alpha, out, aux[0], aux[1], screen, a,
                                        b), Z.size)
-        return out
+        ev = self.weights(out, indptr, indices, smooth, aux)
+        return ev, 2.0 * self.inner(ev[1], ZP)
 
     def inner(self, U, V):
         """``⟨U, V⟩`` (summed over row chunks that do not depend on ``n_jobs``)."""
@@ -658,10 +668,11 @@ class _LossOracle:
         if self._aux is None:
             self._aux = self.prob.aux_buffers(self.r)
         self._last = None  # (frees the previous trial's U first)
-        Zt = self.prob.step(self.Z, self.ZP, alpha, self._Zt, self._aux)
-        ev = self._weights(Zt, self._aux)
+        self.n_evals += 1
+        ev, slope = self.prob.trial(self.Z, self.ZP, alpha, self._Zt, self._aux,
+                                    self.indptr, self.indices, self.smooth)
         self._last = alpha, ev
-        return ev[0], 2.0 * self.prob.inner(ev[1], self.ZP)
+        return ev[0], slope
 
     def accept(self, alpha):
         if self._last is None or self._last[0] != alpha:

@@ -575,21 +575,26 @@ def test_add_missed_kernel(smooth):
     np.testing.assert_allclose(U_o, U_b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("serial", [True, False])
 @pytest.mark.parametrize("low_precision", [False, True])
-def test_line_oracle_is_exact(low_precision):
+def test_line_oracle_is_exact(low_precision, serial):
     # The solver's line oracle: a trial along P gives the loss at L + αP and the
     # directional derivative ⟨∇f, P⟩ on the current candidate graph; a step
     # accepted with a search due gives the exact loss and gradient, whether the
     # new graph found missed impostors (then patched in) or not. With float32
     # products, the trial point is Z + α Q with Q = X Pᵀ in float32: value and
     # slope are exact for that point and direction, and within float32 rounding
-    # of those at L + αP.
+    # of those at L + αP. Both ways of making a trial: one compiled call (small
+    # problems, serial) and the row-chunked kernels.
     from mahal.lmnn import _LossOracle, _Problem
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
     rng = np.random.default_rng(5)
-    oracle = _LossOracle(_Problem(X, y, tn, 0.5), 4, slack=0.0)
+    prob = _Problem(X, y, tn, 0.5)
+    assert prob.serial
+    prob.serial = serial
+    oracle = _LossOracle(prob, 4, slack=0.0)
     oracle.low_precision = low_precision
     rel = 1e-5 if low_precision else 1e-10
     L = rng.normal(size=(4, 4))

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import minimize, rosen, rosen_der
 
 from mahal._optimize import (CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, FunctionLine,
-                             _two_loop, lbfgs, line_search)
+                             _two_loop, _update, lbfgs, line_search)
 
 
 def _quadratic(seed, n=30):
@@ -69,8 +69,39 @@ def test_two_loop_matches_dense_bfgs_inverse():
         V = np.eye(N) - rho[i] * np.outer(Y[i], S[i])
         H = V.T @ H @ V + rho[i] * np.outer(S[i], S[i])
     g = rng.normal(size=N)
-    np.testing.assert_allclose(_two_loop(g, S, Y, rho, head, count, gamma), -H @ g,
-                               rtol=1e-12, atol=1e-12)
+    p, d0 = _two_loop(g, S, Y, rho, head, count, gamma)
+    np.testing.assert_allclose(p, -H @ g, rtol=1e-12, atol=1e-12)
+    assert d0 == pytest.approx(-g @ H @ g, rel=1e-12)
+
+
+@pytest.mark.parametrize("curved", [True, False])
+def test_update_stores_a_pair_only_with_positive_curvature(curved):
+    # against the textbook step: x += s, (s, y) stored at head with rho = 1 / sᵀy
+    # and gamma = sᵀy / yᵀy, only if sᵀy > 1e-10 yᵀy; the other slots untouched
+    rng = np.random.default_rng(3)
+    N, m, head = 9, 4, 2
+    x, p, g = rng.normal(size=(3, N))
+    alpha = 0.3
+    s = alpha * p
+    y = s if curved else -s  # sᵀy > 0, or < 0
+    g_new = g + y
+    S, Y, rho = rng.normal(size=(m, N)), rng.normal(size=(m, N)), rng.normal(size=m)
+    S0, Y0, rho0, x0 = S.copy(), Y.copy(), rho.copy(), x.copy()
+    stored, gamma, gmax = _update(x, p, alpha, g, g_new, S, Y, rho, head)
+    np.testing.assert_allclose(x, x0 + s, rtol=1e-15)
+    assert gmax == np.abs(g_new).max()
+    assert stored is curved
+    keep = np.arange(m) != head
+    np.testing.assert_array_equal(S[keep], S0[keep])
+    np.testing.assert_array_equal(Y[keep], Y0[keep])
+    np.testing.assert_array_equal(rho[keep], rho0[keep])
+    if curved:
+        np.testing.assert_allclose(S[head], s, rtol=1e-15)
+        np.testing.assert_allclose(Y[head], y, rtol=1e-12, atol=1e-15)
+        assert rho[head] == pytest.approx(1.0 / (s @ y), rel=1e-12)
+        assert gamma == pytest.approx((s @ y) / (y @ y), rel=1e-12)
+    else:
+        assert (S[head] == S0[head]).all() and rho[head] == rho0[head]
 
 
 def test_line_search_meets_strong_wolfe():
