@@ -32,6 +32,12 @@ from numba import njit
 
 # status codes (as scipy's L-BFGS-B)
 CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
+# The correction pairs are stored in float32 when they would take this many bytes
+# in float64: the two-loop recursion is then bound by memory bandwidth, not
+# arithmetic (its sums stay float64). Measured on isolet (20 pairs of 172 × 172
+# parameters, 9.5 MB in float64): fits 8.5% faster, objective 2238.4 against
+# 2238.6, 213 against 214 test errors.
+_F32_MEMORY = 1 << 23
 
 
 @njit(cache=True, fastmath=True)
@@ -73,23 +79,29 @@ def _update(x, p, alpha, g, g_new, S, Y, rho, head):
     """After a step ``alpha p`` from ``x`` (gradient ``g``, now ``g_new``): ``x +=
     alpha p``, and the pair ``(s, y) = (alpha p, g_new − g)`` written into slot
     ``head`` of the memory if its curvature ``sᵀy`` exceeds ``1e-10 yᵀy``.
-    Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``. (One compiled
+    Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``, with ``s``
+    and ``y`` rounded to the memory's dtype. (One compiled
     pass instead of ten numpy calls: ~15 µs per iteration, 5% of a wine fit.)"""
     N = x.shape[0]
+    # (s and y as the memory stores them, so that rho matches them when the
+    # memory is float32)
+    s = np.empty(N, dtype=S.dtype)
+    y = np.empty(N, dtype=S.dtype)
     sy = 0.0
     yy = 0.0
     gmax = 0.0
     for t in range(N):
-        st = alpha * p[t]
-        yt = g_new[t] - g[t]
+        s[t] = alpha * p[t]
+        y[t] = g_new[t] - g[t]
+        st = np.float64(s[t])
+        yt = np.float64(y[t])
         sy += st * yt
         yy += yt * yt
         gmax = max(gmax, abs(g_new[t]))
     stored = sy > 1e-10 * yy
     if stored:
-        for t in range(N):
-            S[head, t] = alpha * p[t]
-            Y[head, t] = g_new[t] - g[t]
+        S[head] = s
+        Y[head] = y
         rho[head] = 1.0 / sy
     for t in range(N):
         x[t] += alpha * p[t]
@@ -191,7 +203,8 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
     gtol : float
         Stop when the largest absolute gradient entry is at most ``gtol``.
     memory : int
-        Number of correction pairs.
+        Number of correction pairs (float32 from ``_F32_MEMORY`` bytes of them in
+        float64 on).
     callback : callable, optional
         Called as ``callback(nit, f, x)`` after every iteration (``x`` is the
         current point; copy it to keep it).
@@ -209,8 +222,10 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         S, Y, rho, head, count, gamma = (a.copy() if isinstance(a, np.ndarray) else a
                                          for a in warm.memory)
     else:
-        S = np.zeros((memory, N))
-        Y = np.zeros((memory, N))
+        # float32 pairs from _F32_MEMORY bytes on (see there)
+        dtype = np.float32 if 16 * memory * N >= _F32_MEMORY else np.float64
+        S = np.zeros((memory, N), dtype=dtype)
+        Y = np.zeros((memory, N), dtype=dtype)
         rho = np.zeros(memory)
         head = count = 0
         gamma = 1.0

@@ -104,6 +104,37 @@ def test_update_stores_a_pair_only_with_positive_curvature(curved):
         assert (S[head] == S0[head]).all() and rho[head] == rho0[head]
 
 
+def test_float32_memory_for_large_problems(monkeypatch):
+    # From _F32_MEMORY bytes of float64 pairs on, the pairs are stored in float32;
+    # rho is computed from the stored (rounded) pairs, and L-BFGS still reaches
+    # the solution of an ill-conditioned quadratic (to the rounding floor of its
+    # value, ~1e-6) in about as many iterations.
+    from mahal import _optimize
+
+    N = 30_000
+    rng = np.random.default_rng(7)
+    a = np.exp(rng.uniform(0, np.log(1e3), N))
+    b = rng.normal(size=N)
+
+    def run():
+        oracle = FunctionLine(lambda x: (0.5 * (a * x * x).sum() - b @ x, a * x - b))
+        return lbfgs(oracle, np.zeros(N), 500, ftol=0.0, gtol=1e-8)
+
+    assert 16 * 20 * N >= _optimize._F32_MEMORY
+    res32 = run()
+    monkeypatch.setattr(_optimize, "_F32_MEMORY", np.inf)
+    res64 = run()
+    assert res32.memory[0].dtype == np.float32 and res64.memory[0].dtype == np.float64
+    for res in (res32, res64):
+        assert res.status == CONVERGED
+        np.testing.assert_allclose(res.x, b / a, rtol=0, atol=1e-5)
+    assert res32.nit <= 1.2 * res64.nit
+    S, Y, rho, head, count = res32.memory[:5]
+    i = (head - 1) % 20
+    assert rho[i] == pytest.approx(1.0 / (S[i].astype(np.float64)
+                                          @ Y[i].astype(np.float64)), rel=1e-12)
+
+
 def test_line_search_meets_strong_wolfe():
     c1, c2 = 1e-4, 0.9
     rng = np.random.default_rng(4)
