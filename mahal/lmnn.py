@@ -953,7 +953,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Each pass runs up to ``max_iter`` iterations. Helps where the input space's
         nearest classmates are poor targets; choose it by cross-validation.
         Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
-        17.17% with 1 pass, 5.25% with ``n_passes`` chosen among 1, 2, 4, 8 by
+        17.29% with 1 pass, 5.26% with ``n_passes`` chosen among 1, 2, 4, 8 by
         3-fold CV on each training split; letter 3.55% with 1 pass, 2.20% with
         the 4 passes CV chose among 1, 2, 4; but iris 3.87% against 4.11% and
         wine 2.33% against 2.44% with the CV choice.
