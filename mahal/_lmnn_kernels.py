@@ -253,6 +253,21 @@ def _dot32(Z32, a, b):
     return s
 
 
+@njit(cache=True, inline="always", fastmath=True)
+def _dot32x4(Z32, a, idx, p, out):
+    """``out[q] = z_a · z_idx[p+q]`` for q < 4, in one pass over ``z_a`` with four
+    independent sums."""
+    b0, b1, b2, b3 = idx[p], idx[p + 1], idx[p + 2], idx[p + 3]
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    for t in range(Z32.shape[1]):
+        za = Z32[a, t]
+        s0 += za * Z32[b0, t]
+        s1 += za * Z32[b1, t]
+        s2 += za * Z32[b2, t]
+        s3 += za * Z32[b3, t]
+    out[0], out[1], out[2], out[3] = s0, s1, s2, s3
+
+
 @njit(cache=True, inline="always")
 def _pair_triplets(tn, i, dti, d, mu, smooth, wrow):
     """The triplets ``(i, j, l)`` of one impostor pair with ``d = d_il``
@@ -294,7 +309,11 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
     (``d = ‖z_i‖² + ‖z_l‖² − 2 z_i·z_l``) and a rigorous bound on the float32
     rounding, ``(r + 2) 2⁻²³ (‖z_i‖² + ‖z_l‖²)``, valid in any summation order; the
     rest are computed exactly in float64. (Measured: 27% faster at r = 64 on digits,
-    48% slower at r = 16 on letter, where the exact distance is as cheap.)
+    48% slower at r = 16 on letter, where the exact distance is as cheap.) The
+    screen's dot products are made four candidates at a time (:func:`_dot32x4`):
+    this kernel 10–13% faster on digits and isolet (their fits' evaluations
+    replayed), fits 4% faster, bit-identical (the screen only rules out what the
+    exact distance would).
 
     Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
     writes ``row_loss`` (n,), ``wt`` (n, k), ``row_active`` (n,) (number of
@@ -307,6 +326,7 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
     """
     k = tn.shape[1]
     dti = np.zeros(k)
+    dots = np.empty(4, dtype=np.float32)
     err = (Z.shape[1] + 2) * 2.0 ** -23
     size = indptr[r1] - indptr[r0]  # (room for every candidate of the rows)
     a_dst = np.empty(size, dtype=np.int64)
@@ -332,11 +352,21 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
         if rmax >= 0.0:
             rad = rmax + 1.0
             ni = norms[i]
-            for p in range(indptr[i], indptr[i + 1]):
+            p0 = indptr[i]
+            end = indptr[i + 1]
+            end4 = end - (end - p0) % 4
+            for p in range(p0, end):
                 lb = indices[p]
                 if screen:
+                    if p < end4:
+                        q = (p - p0) % 4
+                        if q == 0:
+                            _dot32x4(Z32, i, indices, p, dots)
+                        s = dots[q]
+                    else:
+                        s = _dot32(Z32, i, lb)
                     nn = ni + norms[lb]
-                    if nn - 2.0 * _dot32(Z32, i, lb) - err * nn >= rad:
+                    if nn - 2.0 * s - err * nn >= rad:
                         continue
                 d = _sqdist(Z, i, lb)
                 if d >= rad:

@@ -152,6 +152,41 @@ def test_float32_screen_keeps_impostors_at_the_margin():
         np.testing.assert_array_equal(a, b)
 
 
+def test_float32_screen_of_many_candidates_changes_nothing():
+    # The screen takes a row's candidates four at a time, then the remainder one by
+    # one; with rows of 5 to 40 candidates (every remainder mod 4), loss, weights
+    # and active pairs equal those of the unscreened kernel bit for bit, and the
+    # screen did rule candidates out.
+    from mahal import _lmnn_kernels as K
+
+    rng = np.random.default_rng(3)
+    n, r = 120, 40
+    Z = rng.normal(size=(n, r)) + 3.0 * rng.normal(size=(1, r))
+    y = np.arange(n) % 3
+    tn = select_target_neighbors(Z, y, 3)
+    counts = rng.integers(5, 41, size=n)
+    assert set(counts % 4) == {0, 1, 2, 3}
+    other = [np.flatnonzero(y != y[i]) for i in range(n)]
+    indices = np.concatenate([rng.permutation(o)[:c] for o, c in zip(other, counts)])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    norms = np.einsum("ij,ij->i", Z, Z)
+    outs = []
+    for screen in (True, False):
+        out = K.loss_buffers(n, 3)
+        a_dst, a_w = K.loss_weights(Z, Z.astype(np.float32), norms, screen, tn,
+                                    indptr, indices.astype(np.int64), 0.5, 0.0, 0, n,
+                                    *out)
+        outs.append([a_dst, a_w] + list(out))
+    d = np.einsum("ij,ij->i", Z[np.repeat(np.arange(n), counts)] - Z[indices],
+                  Z[np.repeat(np.arange(n), counts)] - Z[indices])
+    rad = np.einsum("ikj,ikj->ik", Z[:, None] - Z[tn], Z[:, None] - Z[tn]).max(1) + 1
+    inside = d < np.repeat(rad, counts)
+    assert 0 < inside.sum() < 0.9 * inside.size
+    assert outs[0][0].shape[0] > 0
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_gradient_matches_finite_differences():
     X, y = _blobs(30, 3, 3, 4)
     tn = select_target_neighbors(X, y, 2)
