@@ -76,7 +76,12 @@ def _two_loop(g, S, Y, rho, head, count, gamma):
     return q, d0
 
 
-@njit(cache=True, fastmath=True)
+# fastmath without its no-NaN / no-inf assumptions: a NaN in the gradient must make
+# ``max |g_new|`` NaN (never "converged"), as numpy's max does
+_UPDATE_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
+
+@njit(cache=True, fastmath=_UPDATE_MATH)
 def _update(x, p, alpha, g, g_new, S, Y, rho, head):
     """After a step ``alpha p`` from ``x`` (gradient ``g``, now ``g_new``): ``x +=
     alpha p``, and the pair ``(s, y) = (alpha p, g_new − g)`` written into slot
@@ -100,7 +105,9 @@ def _update(x, p, alpha, g, g_new, S, Y, rho, head):
         yt = np.float64(y[t])
         sy += st * yt
         yy += yt * yt
-        gmax = max(gmax, abs(g_new[t]))
+        a = abs(g_new[t])
+        if not a <= gmax and gmax == gmax:  # (larger, or the first NaN: kept)
+            gmax = a
     stored = sy > 1e-10 * yy
     if stored:
         S[head] = s

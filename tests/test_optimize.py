@@ -104,6 +104,20 @@ def test_update_stores_a_pair_only_with_positive_curvature(curved):
         assert (S[head] == S0[head]).all() and rho[head] == rho0[head]
 
 
+def test_update_reports_a_nan_gradient():
+    # max |g_new| is NaN when the gradient has a NaN (as numpy's max), so that
+    # lbfgs never takes a NaN gradient for a converged one (gtol)
+    N = 64
+    for where in ([0], [N - 1], [5, 40], list(range(N))):
+        g_new = np.linspace(1.0, 2.0, N)
+        g_new[where] = np.nan
+        S, Y = np.zeros((2, N)), np.zeros((2, N))
+        _, _, gmax = _update(np.zeros(N), np.ones(N), 0.1, np.zeros(N), g_new, S, Y,
+                             np.zeros(2), 0)
+        assert np.isnan(gmax)
+        assert not gmax <= 1e-12
+
+
 def test_float32_memory_for_large_problems(monkeypatch):
     # From _F32_MEMORY bytes of float64 pairs on, the pairs are stored in float32;
     # rho is computed from the stored (rounded) pairs, and L-BFGS still reaches
