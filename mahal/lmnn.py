@@ -48,6 +48,14 @@ Solver design (measured in ``benchmarks/lmnn_speed.py``):
   is always verified by a search (and the optimisation continues if anything at
   all was missed). ``slack`` halves when the enlarged
   radius would hold too many candidates (high intrinsic dimension).
+  No bounds skip candidates between searches (mlpack's scheme): the triangle bound
+  ``‖z_i − z_l‖ ≥ δ_il − ‖Δz_i‖ − ‖Δz_l‖`` (``δ_il`` at the last search, ``Δz`` the
+  moves since) rules out 10% of the candidates over a default fit on digits and
+  isolet and 18% on letter, and at points that have moved since the search only 6%,
+  5% and 12%: points move by more than the 15% shell between searches. The exact
+  radius test rules out 89% (digits), 91% (isolet) and 71% (letter); the loss
+  kernel's float32 screen (:func:`K.loss_weights`, from 32 components on) makes it
+  cheap.
 - The search visits each pair of classes once, in blocks of (rows of class c) ×
   (points of the classes after c), computing dot products with BLAS in float32
   (blocks of ~2²⁰ entries, which stay in cache) and comparing with both points'
