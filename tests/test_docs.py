@@ -39,6 +39,11 @@ def test_docs_build_without_warnings(tmp_path):
         assert f"sphx_glr_{example.stem}_001.png" in page, example.name
 
 
+def test_readme_says_how_to_build_the_docs():
+    readme = (ROOT / "README.rst").read_text("utf-8")
+    assert "python -m sphinx -W --keep-going -b html docs docs/_build/html" in readme
+
+
 def _md_rows(text):
     return {tuple(c.strip() for c in line.strip().strip("|").split("|"))
             for line in text.splitlines() if line.strip().startswith("| ")}

@@ -32,13 +32,30 @@ def _code_blocks():
     return re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", README)
 
 
-def test_readme_examples_run():
+def test_readme_examples_run(capsys):
     blocks = _code_blocks()
-    assert len(blocks) >= 3
+    assert len(blocks) >= 2
     namespace = {}
     for block in blocks:
         code = "\n".join(line[4:] for line in block.splitlines())
         exec(compile(code, "README.rst", "exec"), namespace)
+    # The figures the first example's comment quotes are the ones it prints, and the
+    # Euclidean figure is that of the same pipeline without LMNN.
+    comment = re.search(r"print\(cross_val_score.*# ([\d.]+) \(Euclidean 3-NN: ([\d.]+)\)",
+                        README)
+    assert comment, "README's first example no longer quotes its result"
+    printed = float(capsys.readouterr().out.split()[0])
+    assert f"{printed:.3f}" == comment.group(1)
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    euclidean = cross_val_score(make_pipeline(StandardScaler(), KNeighborsClassifier(3)),
+                                *load_wine(return_X_y=True), cv=5).mean()
+    assert f"{euclidean:.3f}" == comment.group(2)
     # The objects the examples promise exist and are what they say.
-    assert namespace["knn"].predict(namespace["X"][:3]).shape == (3,)
-    assert 0.5 < namespace["mmc"].score(namespace["pairs"], namespace["y_pairs"]) <= 1
+    mmc, X = namespace["mmc"], namespace["X"]
+    assert set(mmc.predict(namespace["pairs"][:5])) <= {-1, 1}
+    assert 0.5 < mmc.score(namespace["pairs"], namespace["y_pairs"]) <= 1
+    assert namespace["X_mmc"].shape == X.shape
