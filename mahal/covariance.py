@@ -48,7 +48,9 @@ class Covariance(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), n_samples ≥ 2
-        y : ignored
+            Training points, or 1-D identifiers when a ``preprocessor`` was given.
+        y : None
+            Ignored; present for scikit-learn's API.
 
         Returns
         -------

@@ -40,8 +40,11 @@ def mmc(pairs, y, diagonal=False, solver=None):
     Parameters
     ----------
     pairs : array-like of shape (n_pairs, 2, n_features)
+        The two points of each pair.
     y : array-like of shape (n_pairs,), values in {−1, +1}
+        +1 for a similar pair (in ``S``), −1 for a dissimilar one (in ``D``).
     diagonal : bool
+        Restrict ``A`` to diagonal matrices (MMC's diagonal variant).
     solver : str, optional
         A cvxpy solver name (default Clarabel).
 
@@ -74,9 +77,19 @@ def mmc(pairs, y, diagonal=False, solver=None):
 def mmc_projection(A0, C, solver=None):
     """Frobenius projection of ``A0`` onto ``{A ⪰ 0, ⟨A, C⟩ ≤ 1}`` by cvxpy.
 
+    Parameters
+    ----------
+    A0 : array-like of shape (d, d)
+        The matrix to project.
+    C : array-like of shape (d, d)
+        The constraint's matrix (for MMC, ``Σ_S δδᵀ`` over the similar pairs).
+    solver : str, optional
+        A cvxpy solver name (default Clarabel).
+
     Returns
     -------
     P : ndarray (d, d)
+        The nearest matrix of the set in Frobenius norm.
     """
     cp = _cvxpy()
     A0 = np.asarray(A0, dtype=float)
@@ -98,11 +111,15 @@ def lmnn_triplets(y, target_neighbors):
     Parameters
     ----------
     y : array-like of shape (n,)
+        Class labels.
     target_neighbors : array-like of shape (n, k), int (−1 = none)
+        Row ``i`` holds the indices of ``i``'s target neighbours.
 
     Returns
     -------
     triplets : ndarray of shape (n_triplets, 3), int64
+        Rows ``(i, j, l)``, one per target neighbour ``j`` of ``i`` and point ``l`` of
+        another class.
     """
     y = np.asarray(y)
     tn = np.asarray(target_neighbors)
@@ -124,6 +141,24 @@ def lmnn_objective(M, X, y, target_neighbors, mu=0.5):
 
     ``(1 − μ) Σ_{i, j(i)} d_M(x_i, x_j) + μ Σ_{i, j(i), l: y_l ≠ y_i}
     [1 + d_M(x_i, x_j) − d_M(x_i, x_l)]_+`` with squared distances ``d_M``.
+
+    Parameters
+    ----------
+    M : array-like of shape (d, d)
+        The metric (``M = LᵀL`` for a map ``L``).
+    X : array-like of shape (n, d)
+        The training points.
+    y : array-like of shape (n,)
+        Class labels.
+    target_neighbors : array-like of shape (n, k), int (−1 = none)
+        Row ``i`` holds the indices of ``i``'s target neighbours.
+    mu : float in (0, 1), default=0.5
+        Weight of the push (impostor) term.
+
+    Returns
+    -------
+    objective : float
+        The objective's value at ``M``.
     """
     X = np.asarray(X, dtype=np.float64)
     M = np.asarray(M, dtype=np.float64)
@@ -152,8 +187,11 @@ def lmnn(X, y, target_neighbors, mu=0.5, solver=None):
     Parameters
     ----------
     X : array-like of shape (n, d)
+        The training points.
     y : array-like of shape (n,)
+        Class labels.
     target_neighbors : array-like of shape (n, k), int (−1 = none)
+        Row ``i`` holds the indices of ``i``'s target neighbours.
     mu : float in (0, 1)
         Weight of the push (slack) term.
     solver : str, optional
