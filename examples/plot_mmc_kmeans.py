@@ -63,6 +63,7 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# Both learned metrics give z almost no weight (the printed matrices, scaled to a largest entry of 1), so k-means
-# separates the classes along x. The diagonal metric can only re-weight the features;
-# here that is enough, because the informative direction is a feature.
+# Both learned metrics give z almost no weight (the printed matrices, scaled to a
+# largest entry of 1), so k-means separates the classes along x. The diagonal metric
+# can only re-weight the features; here that is enough, because the informative
+# direction is a feature.
