@@ -72,7 +72,7 @@ def test_benchmark_csvs_transcribe_the_benchmarks_page():
             assert re.search(rf"\(×{re.escape(r['time_ratio_to_mahal'])}[,)]", cell), (r, cell)
 
 
-@pytest.mark.parametrize("page", ["getting_started.rst", "user_guide.rst"])
+@pytest.mark.parametrize("page", ["index.rst", "getting_started.rst", "user_guide.rst"])
 def test_guide_examples_run(page):
     """The guides' code blocks run as printed, in order, each page in one namespace."""
     text = (DOCS / page).read_text("utf-8")
@@ -82,3 +82,15 @@ def test_guide_examples_run(page):
     for block in blocks:
         code = "\n".join(line[4:] for line in block.splitlines())
         exec(compile(code, page, "exec"), namespace)
+
+
+@pytest.mark.parametrize("module", ["base", "constraints", "covariance", "datasets",
+                                    "linalg", "lmnn", "mmc", "reference"])
+def test_docstring_examples_run(module):
+    """The Examples sections the API reference shows give the output they print."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"mahal.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
