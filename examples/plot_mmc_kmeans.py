@@ -62,21 +62,23 @@ def kmeans_in_each_space(X_train, y_train, X_test, y_test):
     return result
 
 
-def draw(axes, coords, result):
+def draw(coords, result, xlabel, ylabel, suptitle):
+    """One panel per space: the points at ``coords``, coloured by that space's clusters."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharey=True)
     for ax, (title, (clusters, ari)) in zip(axes, result.items()):
         ax.scatter(*coords.T, c=clusters, cmap="tab10", vmin=0, vmax=9, s=18,
                    edgecolor="k", linewidth=0.3)
         ax.set_title(f"k-means {title}\nARI = {ari:.2f}")
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    plt.show()
 
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharey=True)
-draw(axes, X_test[:, [0, 2]], kmeans_in_each_space(X_train, y_train, X_test, y_test))
-for ax in axes:
-    ax.set_xlabel("x (the classes lie apart along x)")
-axes[0].set_ylabel("z (large variance, no class information)")
-fig.suptitle("Synthetic test points in raw coordinates, coloured by k-means cluster")
-fig.tight_layout()
-plt.show()
+draw(X_test[:, [0, 2]], kmeans_in_each_space(X_train, y_train, X_test, y_test),
+     "x (the classes lie apart along x)", "z (large variance, no class information)",
+     "Synthetic test points in raw coordinates, coloured by k-means cluster")
 
 # %%
 # Both learned metrics give z almost no weight (the printed matrices, scaled to a
@@ -99,14 +101,9 @@ scaler = StandardScaler().fit(X_train)
 X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
 coords = PCA(n_components=2).fit(X_train).transform(X_test)
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharey=True)
-draw(axes, coords, kmeans_in_each_space(X_train, y_train, X_test, y_test))
-for ax in axes:
-    ax.set_xlabel("1st principal component")
-axes[0].set_ylabel("2nd principal component")
-fig.suptitle("Wine test points, coloured by k-means cluster")
-fig.tight_layout()
-plt.show()
+draw(coords, kmeans_in_each_space(X_train, y_train, X_test, y_test),
+     "1st principal component", "2nd principal component",
+     "Wine test points, coloured by k-means cluster")
 
 # %%
 # On standardised wine the Euclidean space already separates the cultivars well, and
