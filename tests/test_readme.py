@@ -59,3 +59,17 @@ def test_readme_examples_run(capsys):
     assert set(mmc.predict(namespace["pairs"][:5])) <= {-1, 1}
     assert 0.5 < mmc.score(namespace["pairs"], namespace["y_pairs"]) <= 1
     assert namespace["X_mmc"].shape == X.shape
+
+
+def test_readme_results_are_the_measured_ones():
+    """Each row of README's results table is a row of the LMNN table of
+    docs/benchmarks.rst, where the measurement and its command are recorded."""
+    page = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
+    measured = {tuple(c.strip() for c in line.strip().strip("|").split("|"))
+                for line in page.splitlines() if line.strip().startswith("| ")}
+    section = README[README.index("\nResults\n"):README.index("\nSwitching from")]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in section.splitlines()
+            if " × " in line and not line.startswith(("=", "data set"))]
+    assert len(rows) >= 5
+    for row in rows:
+        assert tuple(row) in measured, row
