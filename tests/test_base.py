@@ -241,7 +241,7 @@ def test_calibrate_threshold_errors(pair_data):
     with pytest.raises(ValueError, match="min_rate"):
         est.calibrate_threshold(pairs, y, strategy="max_tpr")
     with pytest.raises(ValueError, match="beta"):
-        est.calibrate_threshold(pairs, y, strategy="f_beta", beta=0)
+        est.calibrate_threshold(pairs, y, strategy="f_beta", beta=None)
 
 
 def test_pairs_with_preprocessor(iris):
