@@ -16,6 +16,7 @@ scikit-learn ≥ 1.6 sees the classifier tags (``is_classifier`` is True).
 """
 
 import copy
+import math
 import numbers
 import warnings
 
@@ -84,10 +85,15 @@ class MahalanobisDistance:
         self.components = np.asarray(components, dtype=np.float64)
 
     def __call__(self, u, v, squared=False):
-        diff = self.components @ (np.asarray(u, dtype=np.float64).ravel()
-                                  - np.asarray(v, dtype=np.float64).ravel())
+        # Called once per pair of points by scikit-learn's neighbours with a
+        # callable metric: no conversions when u and v are already float64 vectors.
+        if not (type(u) is np.ndarray and u.dtype == np.float64 and u.ndim == 1):
+            u = np.asarray(u, dtype=np.float64).ravel()
+        if not (type(v) is np.ndarray and v.dtype == np.float64 and v.ndim == 1):
+            v = np.asarray(v, dtype=np.float64).ravel()
+        diff = self.components @ (u - v)
         d2 = float(diff @ diff)
-        return d2 if squared else float(np.sqrt(d2))
+        return d2 if squared else math.sqrt(d2)
 
     def __repr__(self):
         return f"MahalanobisDistance(components of shape {self.components.shape})"
@@ -141,12 +147,54 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
     def get_metric(self):
         """Return a picklable callable ``metric(u, v, squared=False)``.
 
-        It computes ``sqrt((u − v)ᵀ A (u − v))`` (or its square), and can be passed as
-        ``KNeighborsClassifier(metric=...)``. It is a snapshot: refitting the learner
-        does not change a metric obtained before.
+        It computes ``sqrt((u − v)ᵀ A (u − v))`` (or its square), as metric-learn's
+        ``get_metric``, for any code that takes a distance function of two points
+        (``scipy.spatial.distance.cdist``, ``KNeighborsClassifier(metric=...)``). It
+        is a snapshot: refitting the learner does not change a metric obtained before.
+
+        Which route to use with scikit-learn's neighbours estimators:
+
+        * **Fastest**: transform, then Euclidean neighbours,
+          ``make_pipeline(learner, KNeighborsClassifier())``. Distances in the
+          transformed space are the learned ones, computed by BLAS; with
+          ``n_components < n_features`` they also cost less.
+        * **Metric in the input space** (e.g. the neighbours estimator must see the
+          original points): ``KNeighborsClassifier(**learner.get_metric_kwargs())``,
+          scikit-learn's compiled ``'mahalanobis'`` metric, made safe for
+          rank-deficient ``A`` (see :meth:`get_metric_kwargs`).
+        * **This callable** only where a Python function is required: scikit-learn
+          calls it once per pair of points, which is many times slower than the
+          compiled metric (``benchmarks/metric_route.py`` measures the three).
         """
         check_is_fitted(self, "components_")
         return MahalanobisDistance(self.components_.copy())
+
+    def get_metric_kwargs(self):
+        """Keyword arguments for scikit-learn's neighbours estimators.
+
+        ``KNeighborsClassifier(n_neighbors=3, **learner.get_metric_kwargs())`` (also
+        ``NearestNeighbors``, ``RadiusNeighborsClassifier``, ``DBSCAN`` ...) uses the
+        learned distance through scikit-learn's compiled ``'mahalanobis'`` metric, on
+        the original points. See :meth:`get_metric` for when to prefer a Pipeline.
+
+        Returns
+        -------
+        kwargs : dict
+            ``{'metric': 'mahalanobis', 'metric_params': {'VI': A}}``. When ``A`` is
+            singular (fewer components than features, or a rank-deficient metric),
+            ``VI = A + δI`` with ``δ = 2 d eps ‖A‖_F``, the bound on the rounding
+            error of the compiled ``(u−v)ᵀ VI (u−v)`` relative to ``‖u−v‖²``: with
+            ``VI = A`` that rounding makes squared distances along the null space
+            of ``A`` slightly negative, which scikit-learn turns into NaN distances
+            and those points are never returned as neighbours. The shift changes
+            squared distances by no more than that rounding already does.
+        """
+        A = self.get_mahalanobis_matrix()
+        d = A.shape[0]
+        delta = 2.0 * d * np.finfo(np.float64).eps * np.linalg.norm(A)
+        if self.components_.shape[0] < d or np.linalg.eigvalsh(A)[0] <= delta:
+            A = A + delta * np.eye(d)
+        return {"metric": "mahalanobis", "metric_params": {"VI": A}}
 
     def _check_tuples(self, tuples, tuple_size):
         check_is_fitted(self, "components_")
