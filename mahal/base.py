@@ -319,14 +319,15 @@ class PairsClassifierMixin(ClassifierMixin):
                                          and np.isfinite(beta)):
             raise ValueError(f"beta must be a real number; got {beta!r}.")
 
-    def calibrate_threshold(self, pairs, y, strategy="accuracy", min_rate=None,
-                            beta=1.0):
+    def calibrate_threshold(self, pairs_valid, y_valid, strategy="accuracy",
+                            min_rate=None, beta=1.0):
         """Choose ``threshold_`` on labelled pairs.
 
         Parameters
         ----------
-        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
-        y : array-like of shape (n_pairs,)
+        pairs_valid : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Validation pairs (metric-learn's name; any labelled pairs).
+        y_valid : array-like of shape (n_pairs,)
             +1 (similar) or −1 (dissimilar).
         strategy : {'accuracy', 'f_beta', 'max_tpr', 'max_tnr'}, default='accuracy'
             Maximise accuracy; maximise the F-beta score; maximise the true positive
@@ -344,8 +345,8 @@ class PairsClassifierMixin(ClassifierMixin):
         self
         """
         self._validate_calibration_params(strategy, min_rate, beta)
-        dist = self.pair_distance(pairs)
-        y = check_pair_labels(y, dist.shape[0])
+        dist = self.pair_distance(pairs_valid)
+        y = check_pair_labels(y_valid, dist.shape[0])
         order = np.argsort(dist, kind="stable")
         d, pos = dist[order], (y[order] == 1)
         n = d.shape[0]

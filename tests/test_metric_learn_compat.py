@@ -324,3 +324,18 @@ def test_transform_preserves_float32(iris, est):
     Z32 = est.transform(X.astype(np.float32))
     assert Z64.dtype == np.float64 and Z32.dtype == np.float32
     np.testing.assert_allclose(Z32, Z64, rtol=1e-5, atol=1e-5 * np.abs(Z64).max())
+
+
+def test_calibrate_threshold_takes_metric_learns_keyword_names(pairs_iris):
+    X, idx, labels = pairs_iris
+    mmc = MMC(preprocessor=X).fit(idx, labels)
+    by_keyword = mmc.calibrate_threshold(pairs_valid=idx, y_valid=labels,
+                                         strategy="max_tpr", min_rate=0.9).threshold_
+    # metric-learn's max_tpr: the largest true positive rate with TNR ≥ min_rate
+    d = mmc.pair_distance(idx)
+    pred = d <= by_keyword
+    tnr = np.mean(~pred[labels == -1])
+    assert tnr >= 0.9
+    best_tpr = max(np.mean(d[labels == 1] <= t) for t in np.unique(d)
+                   if np.mean(d[labels == -1] > t) >= 0.9)
+    assert np.mean(pred[labels == 1]) == best_tpr
