@@ -4,6 +4,9 @@ Each reference is metric-learn's behaviour as read in its source (cited per test
 scikit-learn's convention, re-implemented here.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -339,3 +342,11 @@ def test_calibrate_threshold_takes_metric_learns_keyword_names(pairs_iris):
     best_tpr = max(np.mean(d[labels == 1] <= t) for t in np.unique(d)
                    if np.mean(d[labels == -1] > t) >= 0.9)
     assert np.mean(pred[labels == 1]) == best_tpr
+
+
+def test_exceptions_reachable_from_the_package():
+    code = ("import mahal; from numpy.linalg import LinAlgError; "
+            "print(issubclass(mahal.exceptions.NonPSDError, LinAlgError))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True"
