@@ -54,7 +54,7 @@ def check_scale(X, name="X"):
     invariant), so the user is asked to rescale.
     """
     n_features = X.shape[-1]
-    scale = float(np.max(np.abs(X))) if X.size else 0.0
+    scale = max(float(X.max()), -float(X.min())) if X.size else 0.0  # no |X| copy
     limit = np.sqrt(np.finfo(np.float64).max / (_SCALE_HEADROOM * 4.0 * n_features))
     if scale > limit:
         raise ValueError(
