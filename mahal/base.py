@@ -85,13 +85,8 @@ class MahalanobisDistance:
         self.components = np.asarray(components, dtype=np.float64)
 
     def __call__(self, u, v, squared=False):
-        # Called once per pair of points by scikit-learn's neighbours with a
-        # callable metric: no conversions when u and v are already float64 vectors.
-        if not (type(u) is np.ndarray and u.dtype == np.float64 and u.ndim == 1):
-            u = np.asarray(u, dtype=np.float64).ravel()
-        if not (type(v) is np.ndarray and v.dtype == np.float64 and v.ndim == 1):
-            v = np.asarray(v, dtype=np.float64).ravel()
-        diff = self.components @ (u - v)
+        diff = self.components @ (np.asarray(u, dtype=np.float64).ravel()
+                                  - np.asarray(v, dtype=np.float64).ravel())
         d2 = float(diff @ diff)
         return d2 if squared else math.sqrt(d2)
 
