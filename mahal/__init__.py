@@ -19,10 +19,16 @@ _PUBLIC = {
     "MahalanobisDistance": "base",
 }
 
+# Submodules reachable as attributes after ``import mahal``, as in metric-learn
+# (``metric_learn.exceptions.NonPSDError``).
+_SUBMODULES = ("exceptions",)
+
 __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _PUBLIC:
         module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
         value = getattr(module, name)

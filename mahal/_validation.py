@@ -14,7 +14,60 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
+from .exceptions import PreprocessorError
+
 _TUPLE_NAMES = {2: "pairs", 3: "triplets"}
+
+# Largest |x| accepted in fit: a squared distance is at most (2·max|x|)² · n_features,
+# and it must stay below float64's max / 2⁶⁴, so that the losses and gradients, sums
+# of such terms over up to 2⁶⁴ pairs, cannot overflow either.
+_SCALE_HEADROOM = 2.0 ** 64
+# Smallest non-zero max|x| accepted in fit: below it every squared difference is
+# below float64's smallest normal number times 2⁵² (it loses all precision, or is 0).
+_SCALE_FLOOR = np.sqrt(np.finfo(np.float64).tiny * 2.0 ** 52)
+
+
+def check_preprocessor(preprocessor):
+    """Raise ``ValueError`` unless ``preprocessor`` is None, array-like or callable.
+
+    Checked in every ``fit``, also when the inputs are points (as metric-learn does),
+    so that a wrong preprocessor never goes unnoticed until ``predict``.
+    """
+    if preprocessor is None or callable(preprocessor):
+        return
+    if (hasattr(preprocessor, "__len__") or hasattr(preprocessor, "shape")
+            or hasattr(preprocessor, "__array__")) and not isinstance(preprocessor,
+                                                                     (str, bytes)):
+        return
+    raise ValueError(f"Invalid type for the preprocessor: {type(preprocessor)}. It must "
+                     "be None, an array-like of points, or a callable mapping a 1-D "
+                     "array of identifiers to points.")
+
+
+def check_scale(X, name="X"):
+    """Raise ``ValueError`` when ``X``'s squared distances overflow or underflow float64.
+
+    A squared distance is at most ``4 · n_features · max|x|²``; it must stay below
+    ``finfo.max / 2⁶⁴`` (room for sums over up to 2⁶⁴ pairs), and, for data that is
+    not all zero, ``max|x|`` must be above ``sqrt(finfo.tiny · 2⁵²)``. Rescaling inside
+    would not give the same metric (LMNN's margin and MMC's constraint are not scale
+    invariant), so the user is asked to rescale.
+    """
+    n_features = X.shape[-1]
+    scale = max(float(X.max()), -float(X.min())) if X.size else 0.0  # no |X| copy
+    limit = np.sqrt(np.finfo(np.float64).max / (_SCALE_HEADROOM * 4.0 * n_features))
+    if scale > limit:
+        raise ValueError(
+            f"{name} has entries up to {scale:.3g} in absolute value: its squared "
+            f"distances (up to 4 · n_features · max|x|²) would overflow float64 "
+            f"(with {n_features} features, max|x| must be at most {limit:.3g}). "
+            f"Rescale the data, e.g. with sklearn.preprocessing.StandardScaler.")
+    if 0.0 < scale < _SCALE_FLOOR:
+        raise ValueError(
+            f"{name} has entries at most {scale:.3g} in absolute value: its squared "
+            f"distances underflow float64 (max|x| must be at least "
+            f"{_SCALE_FLOOR:.3g}). Rescale the data, e.g. with "
+            f"sklearn.preprocessing.StandardScaler.")
 
 
 def _reject_sparse(X, name):
@@ -44,7 +97,10 @@ def _apply_preprocessor(indices, preprocessor, name):
     shape = indices.shape
     flat = indices.reshape(-1)
     if callable(preprocessor):
-        points = np.asarray(preprocessor(flat))
+        try:
+            points = np.asarray(preprocessor(flat))
+        except Exception as e:
+            raise PreprocessorError(e) from e
         if points.ndim != 2 or points.shape[0] != flat.shape[0]:
             raise ValueError(
                 f"The preprocessor must return a 2-D array with one row per identifier "
@@ -58,10 +114,10 @@ def _apply_preprocessor(indices, preprocessor, name):
                 f"got dtype {flat.dtype}."
             )
         if flat.size and (flat.min() < -table.shape[0] or flat.max() >= table.shape[0]):
-            raise ValueError(
+            raise PreprocessorError(IndexError(
                 f"{name} holds indices outside [0, {table.shape[0]}), the rows of the "
                 f"preprocessor array."
-            )
+            ))
         points = table[flat]
     return points.reshape(shape + (points.shape[1],))
 
@@ -95,14 +151,20 @@ def require_y(estimator, y):
 
 
 def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
-                 classification=False, min_classes=2):
+                 classification=False, min_classes=2, dtype=np.float64):
     """Validate points ``X`` (and labels ``y``) for ``estimator``.
 
     Applies the estimator's ``preprocessor`` to 1-D identifiers, rejects sparse input
     with a ``TypeError``, NaN/inf with a ``ValueError``, and, for ``classification``,
-    fewer than ``min_classes`` classes.
+    fewer than ``min_classes`` classes. With ``reset`` (in ``fit``) it also checks the
+    preprocessor's type and that squared distances of ``X`` fit in float64
+    (:func:`check_scale`). ``dtype`` is passed to ``validate_data`` (a list keeps
+    float32 input as float32, for ``transform``).
     """
-    X = preprocess_points(X, getattr(estimator, "preprocessor", None))
+    preprocessor = getattr(estimator, "preprocessor", None)
+    if reset:
+        check_preprocessor(preprocessor)
+    X = preprocess_points(X, preprocessor)
     _reject_sparse(X, "X")
     ndim = getattr(X, "ndim", None)
     if ndim is not None and ndim > 2:
@@ -111,11 +173,15 @@ def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
             f"shape {X.shape}. Tuples of points (pairs, triplets) are for the weakly "
             f"supervised learners such as MMC."
         )
-    kwargs = dict(dtype=np.float64, reset=reset, ensure_min_samples=ensure_min_samples)
+    kwargs = dict(dtype=dtype, reset=reset, ensure_min_samples=ensure_min_samples)
     if y is None:
         X = validate_data(estimator, X, **kwargs)
+        if reset:
+            check_scale(X)
         return X
     X, y = validate_data(estimator, X, y, **kwargs)
+    if reset:
+        check_scale(X)
     if classification:
         # Integer, boolean and string labels are always valid classes; scikit-learn's
         # full check (type_of_target) cost 0.44 ms per fit, 5% of a wine LMNN fit.
@@ -134,13 +200,17 @@ def check_tuples(tuples, tuple_size, preprocessor=None, name=None, n_features=No
     """Validate tuples of points, shape ``(n_tuples, tuple_size, n_features)``.
 
     With a ``preprocessor``, ``tuples`` may instead be identifiers of shape
-    ``(n_tuples, tuple_size)``.
+    ``(n_tuples, tuple_size)``. Without ``n_features`` (i.e. in ``fit``), the
+    preprocessor's type and the scale of the points (:func:`check_scale`) are checked
+    too.
 
     Returns
     -------
     tuples : ndarray of shape (n_tuples, tuple_size, n_features), float64
     """
     name = name or _TUPLE_NAMES.get(tuple_size, "tuples")
+    if n_features is None:
+        check_preprocessor(preprocessor)
     _reject_sparse(tuples, name)
     arr = np.asarray(tuples)
     if arr.dtype == object:
@@ -168,6 +238,8 @@ def check_tuples(tuples, tuple_size, preprocessor=None, name=None, n_features=No
                          f"fitted with {n_features} features.")
     arr = np.asarray(arr, dtype=np.float64)
     _check_finite(arr, name)
+    if n_features is None:
+        check_scale(arr, name)
     return arr
 
 

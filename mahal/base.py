@@ -15,12 +15,15 @@ Mixins must be listed before ``BaseEstimator`` in a learner's bases, e.g.
 scikit-learn ≥ 1.6 sees the classifier tags (``is_classifier`` is True).
 """
 
+import copy
+import math
 import numbers
+import warnings
 
 import numpy as np
-from scipy.linalg import pinvh
 from sklearn.base import ClassifierMixin, ClassNamePrefixFeaturesOutMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import (
@@ -30,6 +33,41 @@ from ._validation import (
     check_tuples,
 )
 from .linalg import check_psd, metric_from_components
+
+
+def resolve_deprecated_aliases(est, aliases):
+    """A copy of ``est`` with metric-learn's deprecated parameter names resolved.
+
+    ``aliases`` maps each old name (an ``__init__`` parameter whose default is the
+    string ``'deprecated'``, stored as given so that ``get_params`` and ``clone`` keep
+    it) to its new name. When no old name is set, returns None. Otherwise warns with
+    a ``FutureWarning`` for each (as metric-learn 0.7 does, there in ``__init__``) and
+    returns a shallow copy of ``est`` whose new names take the old names' values (the
+    old name wins, as in metric-learn) and whose old names are ``'deprecated'``:
+    ``fit`` fits that copy and hands its fitted attributes back with
+    :func:`copy_fitted_attributes`, so that the user's parameters stay as set.
+    """
+    given = {old: getattr(est, old) for old in aliases
+             if not (isinstance(getattr(est, old), str)
+                     and getattr(est, old) == "deprecated")}
+    if not given:
+        return None
+    resolved = copy.copy(est)
+    for old, value in given.items():
+        new = aliases[old]
+        warnings.warn(f"{type(est).__name__}: parameter {old!r} was renamed {new!r} in "
+                      f"metric-learn 0.6.3 and is deprecated; use {new}={value!r}.",
+                      FutureWarning, stacklevel=3)
+        setattr(resolved, new, value)
+        setattr(resolved, old, "deprecated")
+    return resolved
+
+
+def copy_fitted_attributes(est, fitted):
+    """Copy every attribute of ``fitted`` that is not a parameter onto ``est``."""
+    params = set(est.get_params(deep=False))
+    est.__dict__.update({k: v for k, v in fitted.__dict__.items() if k not in params})
+    return est
 
 
 class MahalanobisDistance:
@@ -50,23 +88,34 @@ class MahalanobisDistance:
         diff = self.components @ (np.asarray(u, dtype=np.float64).ravel()
                                   - np.asarray(v, dtype=np.float64).ravel())
         d2 = float(diff @ diff)
-        return d2 if squared else float(np.sqrt(d2))
+        return d2 if squared else math.sqrt(d2)
 
     def __repr__(self):
         return f"MahalanobisDistance(components of shape {self.components.shape})"
 
 
-class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
+class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
     """Metric API for learners that store ``components_`` (``G`` with ``A = GᵀG``).
 
     Subclasses set ``components_`` and ``n_features_in_`` in ``fit`` and may take a
     ``preprocessor`` parameter: an array ``X`` (then points and tuples may be given as
     integer indices into it) or a callable mapping a 1-D array of identifiers to points.
+
+    ``transform`` honours ``set_output(transform="pandas")`` and
+    ``sklearn.set_config(transform_output=...)`` (scikit-learn's ``_SetOutputMixin``
+    wraps methods of the class that defines them, so this mixin must be one), and
+    keeps float32 input in float32, as scikit-learn's linear transformers do.
     """
 
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
     def transform(self, X):
         """Map points into the space where Euclidean distance is the learned metric.
@@ -79,11 +128,11 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_components)
-            ``X Gᵀ``.
+            ``X Gᵀ``; float32 when ``X`` is float32, else float64.
         """
         check_is_fitted(self, "components_")
-        X = check_points(self, X, reset=False)
-        return X @ self.components_.T
+        X = check_points(self, X, reset=False, dtype=[np.float64, np.float32])
+        return X @ self.components_.T.astype(X.dtype, copy=False)
 
     def get_mahalanobis_matrix(self):
         """Return the learned PSD matrix ``A = Gᵀ G``, shape (n_features, n_features)."""
@@ -93,12 +142,54 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
     def get_metric(self):
         """Return a picklable callable ``metric(u, v, squared=False)``.
 
-        It computes ``sqrt((u − v)ᵀ A (u − v))`` (or its square), and can be passed as
-        ``KNeighborsClassifier(metric=...)``. It is a snapshot: refitting the learner
-        does not change a metric obtained before.
+        It computes ``sqrt((u − v)ᵀ A (u − v))`` (or its square), as metric-learn's
+        ``get_metric``, for any code that takes a distance function of two points
+        (``scipy.spatial.distance.cdist``, ``KNeighborsClassifier(metric=...)``). It
+        is a snapshot: refitting the learner does not change a metric obtained before.
+
+        Which route to use with scikit-learn's neighbours estimators:
+
+        * **Fastest**: transform, then Euclidean neighbours,
+          ``make_pipeline(learner, KNeighborsClassifier())``. Distances in the
+          transformed space are the learned ones, computed by BLAS; with
+          ``n_components < n_features`` they also cost less.
+        * **Metric in the input space** (e.g. the neighbours estimator must see the
+          original points): ``KNeighborsClassifier(**learner.get_metric_kwargs())``,
+          scikit-learn's compiled ``'mahalanobis'`` metric, made safe for
+          rank-deficient ``A`` (see :meth:`get_metric_kwargs`).
+        * **This callable** only where a Python function is required: scikit-learn
+          calls it once per pair of points, which is many times slower than the
+          compiled metric (``benchmarks/metric_route.py`` measures the three).
         """
         check_is_fitted(self, "components_")
         return MahalanobisDistance(self.components_.copy())
+
+    def get_metric_kwargs(self):
+        """Keyword arguments for scikit-learn's neighbours estimators.
+
+        ``KNeighborsClassifier(n_neighbors=3, **learner.get_metric_kwargs())`` (also
+        ``NearestNeighbors``, ``RadiusNeighborsClassifier``, ``DBSCAN`` ...) uses the
+        learned distance through scikit-learn's compiled ``'mahalanobis'`` metric, on
+        the original points. See :meth:`get_metric` for when to prefer a Pipeline.
+
+        Returns
+        -------
+        kwargs : dict
+            ``{'metric': 'mahalanobis', 'metric_params': {'VI': A}}``. When ``A`` is
+            singular (fewer components than features, or a rank-deficient metric),
+            ``VI = A + δI`` with ``δ = 2 d eps ‖A‖_F``, the bound on the rounding
+            error of the compiled ``(u−v)ᵀ VI (u−v)`` relative to ``‖u−v‖²``: with
+            ``VI = A`` that rounding makes squared distances along the null space
+            of ``A`` slightly negative, which scikit-learn turns into NaN distances
+            and those points are never returned as neighbours. The shift changes
+            squared distances by no more than that rounding already does.
+        """
+        A = self.get_mahalanobis_matrix()
+        d = A.shape[0]
+        delta = 2.0 * d * np.finfo(np.float64).eps * np.linalg.norm(A)
+        if self.components_.shape[0] < d or np.linalg.eigvalsh(A)[0] <= delta:
+            A = A + delta * np.eye(d)
+        return {"metric": "mahalanobis", "metric_params": {"VI": A}}
 
     def _check_tuples(self, tuples, tuple_size):
         check_is_fitted(self, "components_")
@@ -123,6 +214,18 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
     def pair_score(self, pairs):
         """Similarity of each pair: the opposite of :meth:`pair_distance`."""
         return -self.pair_distance(pairs)
+
+    def score_pairs(self, pairs):
+        """Deprecated: :meth:`pair_distance` under metric-learn's former name.
+
+        Kept because metric-learn 0.7 still has it (deprecated there too, with a
+        ``FutureWarning``): it returns the distance, as metric-learn's does. Use
+        :meth:`pair_distance` for distances or :meth:`pair_score` for similarities.
+        """
+        warnings.warn("score_pairs is deprecated (as in metric-learn 0.7): use "
+                      "pair_distance to compute distances, or pair_score to compute "
+                      "similarity scores.", FutureWarning, stacklevel=2)
+        return self.pair_distance(pairs)
 
 
 def _row_norms(Z):
@@ -182,33 +285,23 @@ class PairsClassifierMixin(ClassifierMixin):
         return roc_auc_score(y, self.decision_function(pairs))
 
     def set_threshold(self, threshold):
-        """Set the distance threshold below which pairs are predicted similar."""
+        """Set the distance threshold below which pairs are predicted similar.
+
+        The learner must be fitted (``NotFittedError`` otherwise, as in metric-learn):
+        a threshold only means something for a learned metric.
+        """
+        check_is_fitted(self, "components_")
         if not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
         self.threshold_ = float(threshold)
         return self
 
-    def calibrate_threshold(self, pairs, y, strategy="accuracy", min_rate=None,
-                            beta=1.0):
-        """Choose ``threshold_`` on labelled pairs.
+    @staticmethod
+    def _validate_calibration_params(strategy="accuracy", min_rate=None, beta=1.0):
+        """Check :meth:`calibrate_threshold`'s parameters (metric-learn's name).
 
-        Parameters
-        ----------
-        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
-        y : array-like of shape (n_pairs,)
-            +1 (similar) or −1 (dissimilar).
-        strategy : {'accuracy', 'f_beta', 'max_tpr', 'max_tnr'}, default='accuracy'
-            Maximise accuracy; maximise the F-beta score; maximise the true positive
-            rate subject to a true negative rate ≥ ``min_rate``; maximise the true
-            negative rate subject to a true positive rate ≥ ``min_rate``.
-        min_rate : float in [0, 1], optional
-            Required for 'max_tpr' and 'max_tnr'.
-        beta : float > 0, default=1.0
-            For 'f_beta'.
-
-        Returns
-        -------
-        self
+        Learners call it at the start of ``fit`` with ``calibration_params``, so that
+        a mistake there fails before the metric is learned.
         """
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}.")
@@ -217,10 +310,38 @@ class PairsClassifierMixin(ClassifierMixin):
                     or not 0 <= min_rate <= 1):
                 raise ValueError(f"strategy={strategy!r} needs min_rate, a number in "
                                  f"[0, 1]; got {min_rate!r}.")
-        if strategy == "f_beta" and not (isinstance(beta, numbers.Real) and beta > 0):
-            raise ValueError(f"beta must be a positive number; got {beta!r}.")
-        dist = self.pair_distance(pairs)
-        y = check_pair_labels(y, dist.shape[0])
+        if strategy == "f_beta" and not (isinstance(beta, numbers.Real)
+                                         and np.isfinite(beta)):
+            raise ValueError(f"beta must be a real number; got {beta!r}.")
+
+    def calibrate_threshold(self, pairs_valid, y_valid, strategy="accuracy",
+                            min_rate=None, beta=1.0):
+        """Choose ``threshold_`` on labelled pairs.
+
+        Parameters
+        ----------
+        pairs_valid : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Validation pairs (metric-learn's name; any labelled pairs).
+        y_valid : array-like of shape (n_pairs,)
+            +1 (similar) or −1 (dissimilar).
+        strategy : {'accuracy', 'f_beta', 'max_tpr', 'max_tnr'}, default='accuracy'
+            Maximise accuracy; maximise the F-beta score; maximise the true positive
+            rate subject to a true negative rate ≥ ``min_rate``; maximise the true
+            negative rate subject to a true positive rate ≥ ``min_rate``.
+        min_rate : float in [0, 1], optional
+            Required for 'max_tpr' and 'max_tnr'.
+        beta : float, default=1.0
+            For 'f_beta': recall weighs ``beta²`` times as much as precision. Any
+            real number, as in metric-learn: ``beta=0`` maximises the precision, and
+            ``-beta`` means the same as ``beta``.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_calibration_params(strategy, min_rate, beta)
+        dist = self.pair_distance(pairs_valid)
+        y = check_pair_labels(y_valid, dist.shape[0])
         order = np.argsort(dist, kind="stable")
         d, pos = dist[order], (y[order] == 1)
         n = d.shape[0]
@@ -411,7 +532,30 @@ def initialize_metric(X, init="identity", random_state=None, name="init"):
     if init == "covariance":
         if X.shape[0] < 2:
             raise ValueError(f"{name}='covariance' needs at least 2 points.")
-        return pinvh(np.atleast_2d(np.cov(X, rowvar=False)))
+        return _pinv_covariance(X, name)
     from sklearn.datasets import make_spd_matrix
 
     return make_spd_matrix(n_features, random_state=check_random_state(random_state))
+
+
+def _pinv_covariance(X, name):
+    """(Pseudo-)inverse of the covariance of ``X``; warns when it is singular.
+
+    Singular means an eigenvalue below ``max|λ| · d · eps`` (numpy's ``matrix_rank``
+    tolerance, as metric-learn's): the pseudo-inverse then gives zero weight to the
+    directions without variance, which the user should know about.
+    """
+    cov = np.atleast_2d(np.cov(X, rowvar=False))
+    w, V = np.linalg.eigh(cov)
+    tol = np.abs(w).max() * w.shape[0] * np.finfo(np.float64).eps
+    keep = w > tol
+    if not keep.all():
+        warnings.warn(
+            f"{name}='covariance': the covariance matrix of the points is singular "
+            f"(rank {int(keep.sum())} of {w.shape[0]}), so its pseudo-inverse is used. "
+            "To make it invertible, remove linearly dependent features or reduce the "
+            "dimension first (e.g. with sklearn.decomposition.PCA).", UserWarning,
+            stacklevel=4)
+    Vk = V[:, keep]
+    A = (Vk / w[keep]) @ Vk.T
+    return 0.5 * (A + A.T)

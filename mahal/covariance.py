@@ -48,15 +48,27 @@ class Covariance(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), n_samples ≥ 2
-            Training points, or 1-D identifiers when a ``preprocessor`` was given.
+            Training points (not all identical), or 1-D identifiers when a
+            ``preprocessor`` was given.
         y : None
             Ignored; present for scikit-learn's API.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If all rows of ``X`` are identical (zero covariance).
         """
         X = check_points(self, X, ensure_min_samples=2)
         cov = np.atleast_2d(np.cov(X, rowvar=False))
+        if not np.any(cov):
+            # pinvh(0) = 0: a metric under which every distance is 0 (metric-learn
+            # returns it silently; with one feature it divides by zero).
+            raise ValueError("All rows of X are identical: their covariance is zero, "
+                             "so Covariance has no metric to learn (it would give "
+                             "distance 0 between any two points).")
         self.components_ = components_from_metric(pinvh(cov))
         return self

@@ -12,6 +12,13 @@ import numpy as np
 import scipy.linalg
 from numba import njit
 
+from .exceptions import NonPSDError
+
+# Relative tolerance on asymmetry, ``max|A − Aᵀ| ≤ _SYM_RTOL · max|A|``: rounding in
+# products such as ``V diag(w) Vᵀ`` leaves ~d·eps; a genuinely non-symmetric matrix
+# is far above it.
+_SYM_RTOL = 1e-8
+
 _BLAS_CONTROLLER = None
 
 
@@ -90,7 +97,10 @@ def components_from_metric(A, tol=None):
     Parameters
     ----------
     A : array-like of shape (d, d)
-        Symmetric PSD matrix.
+        Symmetric PSD matrix. Asymmetry up to rounding (``max|A − Aᵀ| ≤ 1e-8 ·
+        max|A|``) is removed by symmetrising; beyond, ``A`` is rejected rather than
+        silently replaced by ``(A + Aᵀ)/2`` (which defines the same quadratic form
+        but is not the matrix given, as metric-learn also checks).
     tol : float, optional
         Eigenvalues above ``-tol`` are accepted as PSD and those below ``tol`` are
         set to 0; and a Cholesky
@@ -99,10 +109,18 @@ def components_from_metric(A, tol=None):
     Returns
     -------
     G : ndarray of shape (d, d)
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not square or not symmetric.
+    mahal.exceptions.NonPSDError
+        If ``A`` has an eigenvalue below ``-tol`` (also a ``ValueError`` and a
+        ``numpy.linalg.LinAlgError``).
     """
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     check_square(A, "A")
-    A = symmetrize(A)
+    A = check_symmetric(A, "A")
     try:
         L = np.linalg.cholesky(A)
     except np.linalg.LinAlgError:
@@ -116,8 +134,8 @@ def components_from_metric(A, tol=None):
         return L.T.copy()
     w, V = np.linalg.eigh(A)
     if w.size and w.min() < -tol:
-        raise ValueError(f"A is not positive semi-definite: its smallest eigenvalue is "
-                         f"{w.min():.3g}.")
+        raise NonPSDError(f"A is not positive semi-definite: its smallest eigenvalue "
+                          f"is {w.min():.3g}.")
     w[w <= tol] = 0.0  # numerical zeros: exact zero rows show the rank
     return (V * np.sqrt(w)).T[::-1].copy()
 
@@ -127,21 +145,36 @@ def check_square(A, name="A"):
         raise ValueError(f"{name} must be a square 2-D matrix; got shape {A.shape}.")
 
 
+def check_symmetric(A, name="A", tol=_SYM_RTOL):
+    """Raise ``ValueError`` unless ``max|A − Aᵀ| ≤ tol · max|A|``; return ``(A+Aᵀ)/2``."""
+    scale = np.abs(A).max() if A.size else 0.0
+    if not np.abs(A - A.T).max(initial=0.0) <= tol * scale:
+        raise ValueError(f"{name} must be symmetric: max|{name} − {name}ᵀ| = "
+                         f"{np.abs(A - A.T).max():.3g}, for entries up to {scale:.3g}.")
+    return symmetrize(A)
+
+
 def check_psd(A, name="A", tol=1e-8):
-    """Raise ``ValueError`` unless ``A`` is symmetric PSD (relative tolerance ``tol``).
+    """Check that ``A`` is symmetric PSD (relative tolerance ``tol``).
 
     Returns the symmetrised matrix.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not square, not finite or not symmetric.
+    mahal.exceptions.NonPSDError
+        If an eigenvalue is below ``-tol · max|A|`` (also a ``ValueError`` and a
+        ``numpy.linalg.LinAlgError``, as metric-learn's).
     """
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     check_square(A, name)
     if not np.all(np.isfinite(A)):
         raise ValueError(f"{name} contains NaN or infinity.")
+    A = check_symmetric(A, name, tol)
     scale = max(np.abs(A).max(), np.finfo(float).tiny)
-    if np.abs(A - A.T).max() > tol * scale:
-        raise ValueError(f"{name} must be symmetric.")
-    A = symmetrize(A)
     w = scipy.linalg.eigvalsh(A)
     if w.min() < -tol * scale:
-        raise ValueError(f"{name} must be positive semi-definite; its smallest "
-                         f"eigenvalue is {w.min():.3g}.")
+        raise NonPSDError(f"{name} must be positive semi-definite; its smallest "
+                          f"eigenvalue is {w.min():.3g}.")
     return A

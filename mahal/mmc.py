@@ -61,7 +61,13 @@ from sklearn.utils import check_random_state
 from ._mmc_kernels import cross_class_weights, project_trace_psd
 from ._validation import check_points, require_y
 from .constraints import Constraints
-from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
+from .base import (
+    MahalanobisMixin,
+    PairsClassifierMixin,
+    copy_fitted_attributes,
+    initialize_metric,
+    resolve_deprecated_aliases,
+)
 from .linalg import components_from_metric, single_threaded_blas
 
 __all__ = ["MMC", "MMC_Supervised"]
@@ -523,6 +529,9 @@ default='identity'
         ``(n_pairs, 2)``; if a callable, it maps identifiers to points.
     random_state : int, RandomState or None
         For ``init='random'``.
+    convergence_threshold : float or 'deprecated', default='deprecated'
+        metric-learn's former name of ``tol`` (deprecated there since 0.6.3): when
+        set, ``fit`` uses it as ``tol`` and warns with a ``FutureWarning``.
 
     Attributes
     ----------
@@ -554,7 +563,8 @@ default='identity'
 
     def __init__(self, max_iter=100, max_proj=10000, tol=1e-3, init="identity",
                  diagonal=False, diagonal_c=1.0, verbose=False, preprocessor=None,
-                 random_state=None):
+                 random_state=None, convergence_threshold="deprecated"):
+        self.convergence_threshold = convergence_threshold
         self.max_iter = max_iter
         self.max_proj = max_proj
         self.tol = tol
@@ -564,6 +574,8 @@ default='identity'
         self.verbose = verbose
         self.preprocessor = preprocessor
         self.random_state = random_state
+
+    _deprecated_aliases = {"convergence_threshold": "tol"}
 
     @_single_threaded_blas
     def fit(self, pairs, y, calibration_params=None):
@@ -577,12 +589,19 @@ default='identity'
             +1 for a similar pair, −1 for a dissimilar one. Both kinds are needed.
         calibration_params : dict, optional
             Keyword arguments of :meth:`calibrate_threshold` (e.g.
-            ``{'strategy': 'f_beta', 'beta': 2}``).
+            ``{'strategy': 'f_beta', 'beta': 2}``), checked before the metric is
+            learned: invalid ones raise and leave the learner unfitted.
 
         Returns
         -------
         self
         """
+        resolved = resolve_deprecated_aliases(self, self._deprecated_aliases)
+        if resolved is not None:
+            return copy_fitted_attributes(self, resolved.fit(pairs, y,
+                                                             calibration_params))
+        calibration_params = dict(calibration_params or {})
+        self._validate_calibration_params(**calibration_params)
         _check_params(self)
         pairs, y = self._validate_pairs_fit(pairs, y)
         pos = y == 1
@@ -596,7 +615,7 @@ default='identity'
         S, D = diffs[pos], diffs[~pos]
         self._solve(S.T @ S, D.T @ D, lambda W: _DiffPairs(diffs=D @ W),
                     pairs.reshape(-1, pairs.shape[2]))
-        self.calibrate_threshold(pairs, y, **(calibration_params or {}))
+        self.calibrate_threshold(pairs, y, **calibration_params)
         return self
 
 
@@ -629,6 +648,12 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
     random_state : int, RandomState or None
         Seeds pair sampling and ``init='random'``; the result is deterministic for a
         fixed seed.
+    num_constraints : int, None or 'deprecated', default='deprecated'
+        metric-learn's former name of ``n_constraints`` (deprecated there since
+        0.6.3): when set, ``fit`` uses it as ``n_constraints`` and warns with a
+        ``FutureWarning``.
+    convergence_threshold : float or 'deprecated', default='deprecated'
+        Former name of ``tol``, likewise.
 
     Attributes
     ----------
@@ -647,7 +672,10 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
 
     def __init__(self, max_iter=100, max_proj=10000, tol=1e-6, n_constraints=None,
                  init="identity", diagonal=False, diagonal_c=1.0, verbose=False,
-                 preprocessor=None, random_state=None):
+                 preprocessor=None, random_state=None, num_constraints="deprecated",
+                 convergence_threshold="deprecated"):
+        self.num_constraints = num_constraints
+        self.convergence_threshold = convergence_threshold
         self.max_iter = max_iter
         self.max_proj = max_proj
         self.tol = tol
@@ -664,6 +692,9 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         tags.target_tags.required = True
         return tags
 
+    _deprecated_aliases = {"num_constraints": "n_constraints",
+                           "convergence_threshold": "tol"}
+
     @_single_threaded_blas
     def fit(self, X, y):
         """Learn the metric from points ``X`` and their class labels ``y``.
@@ -679,6 +710,9 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         -------
         self
         """
+        resolved = resolve_deprecated_aliases(self, self._deprecated_aliases)
+        if resolved is not None:
+            return copy_fitted_attributes(self, resolved.fit(X, y))
         _check_params(self)
         name = type(self).__name__
         require_y(self, y)

@@ -241,7 +241,7 @@ def test_calibrate_threshold_errors(pair_data):
     with pytest.raises(ValueError, match="min_rate"):
         est.calibrate_threshold(pairs, y, strategy="max_tpr")
     with pytest.raises(ValueError, match="beta"):
-        est.calibrate_threshold(pairs, y, strategy="f_beta", beta=0)
+        est.calibrate_threshold(pairs, y, strategy="f_beta", beta=None)
 
 
 def test_pairs_with_preprocessor(iris):
@@ -313,3 +313,45 @@ def test_initialize_metric(iris):
         initialize_metric(X, np.eye(3))
     with pytest.raises(ValueError, match="init must be one of"):
         initialize_metric(X, "pca")
+
+
+class FixedComponents(MahalanobisMixin, BaseEstimator):
+    """A learner whose components are given (to test the metric API alone)."""
+
+    def __init__(self, components=None):
+        self.components = components
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        self.components_ = np.asarray(self.components, dtype=float)
+        return self
+
+
+@pytest.mark.parametrize("rank", [10, 64])
+def test_get_metric_kwargs_gives_the_learned_distances(rank):
+    """scikit-learn's compiled 'mahalanobis' with get_metric_kwargs() finds the same
+    neighbours at the same distances as Euclidean neighbours after transform, also
+    for a rank-deficient metric, where VI = A gives NaN for pairs that differ along
+    its null space (and those points are never returned as neighbours)."""
+    from sklearn.metrics import DistanceMetric
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(rank, 64))
+    X = rng.normal(size=(300, 64))
+    N = np.linalg.svd(G)[2][rank:]               # null space of A = GᵀG
+    Y = X + rng.normal(size=(300, 64 - rank)) @ N if rank < 64 else X + 1e-3
+    learner = FixedComponents(G).fit(X)
+    kwargs = learner.get_metric_kwargs()
+    assert kwargs["metric"] == "mahalanobis"
+    D = DistanceMetric.get_metric("mahalanobis", **kwargs["metric_params"]).pairwise(X, Y)
+    ref = np.linalg.norm((X @ G.T)[:, None] - (Y @ G.T)[None], axis=2)
+    assert np.all(np.isfinite(D))
+    scale = np.sqrt(np.linalg.norm(G.T @ G)) * np.abs(X - Y).max()
+    np.testing.assert_allclose(D, ref, atol=1e-6 * scale)
+    nn = NearestNeighbors(n_neighbors=3, **kwargs).fit(X)
+    dist, ind = nn.kneighbors(Y)
+    ref_dist, _ = NearestNeighbors(n_neighbors=3).fit(X @ G.T).kneighbors(Y @ G.T)
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-6 * scale)
+    if rank < 64:   # each Y[i] is X[i] moved along the null space: distance 0
+        np.testing.assert_array_equal(ind[:, 0], np.arange(300))
