@@ -122,7 +122,7 @@ def compare_with_peer(Xtr, ytr, Xte, yte, L_mahal, L_peer, targets):
     the two-sided exact McNemar p-value of the difference."""
     from scipy.stats import binomtest
 
-    from mahal.lmnn import lmnn_loss_grad
+    from mahal._lmnn_solver import lmnn_loss_grad
 
     obj = [lmnn_loss_grad(L, Xtr, ytr, targets, 0.5)[0] for L in (L_mahal, L_peer)]
     wm, wp = (knn_wrong(Xtr @ L.T, ytr, Xte @ L.T, yte) for L in (L_mahal, L_peer))
@@ -207,7 +207,7 @@ def speed(names, peer=True, params=None, repeats=1):
               f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
               f"{1000 * tk:7.1f} {res['time'] / tk:8.2f}")
         if pr:
-            from mahal.lmnn import select_target_neighbors
+            from mahal._lmnn_solver import select_target_neighbors
 
             cmp = compare_with_peer(Xtr, ytr, Xte, yte, model.components_,
                                     pr.pop("L"), select_target_neighbors(Xtr, ytr, 3))

@@ -12,25 +12,6 @@ import numpy as np
 import scipy.linalg
 from numba import njit
 
-_BLAS_CONTROLLER = None
-
-
-def single_threaded_blas():
-    """Context manager that limits BLAS to one thread (for fits that run many small
-    products, or their own threads).
-
-    The ``threadpoolctl`` controller is built once per process: finding the loaded
-    BLAS libraries reads ``/proc/self/maps`` and took 2.2 ms per ``threadpool_limits``
-    call here, against 0.03 ms with the cached controller (a fit of iris takes ~20 ms).
-    """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def symmetrize(A):
     """Return ``(A + Aᵀ) / 2``."""
     A = np.asarray(A, dtype=np.float64)

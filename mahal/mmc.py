@@ -62,7 +62,8 @@ from ._mmc_kernels import cross_class_weights, project_trace_psd
 from ._validation import check_points, require_y
 from .constraints import Constraints
 from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
-from .linalg import components_from_metric, single_threaded_blas
+from ._parallel import single_threaded_blas
+from .linalg import components_from_metric
 
 __all__ = ["MMC", "MMC_Supervised"]
 

@@ -109,7 +109,7 @@ def test_projection_properties_hypothesis(d, seed):
 def test_single_threaded_blas_limits_and_restores():
     from threadpoolctl import threadpool_info
 
-    from mahal.linalg import single_threaded_blas
+    from mahal._parallel import single_threaded_blas
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

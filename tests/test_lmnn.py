@@ -13,13 +13,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import LMNN, LMNNEnergyClassifier
-from mahal.lmnn import (
-    _Pool,
+from mahal._lmnn_solver import (
     find_impostors,
     lmnn_loss_grad,
     lmnn_solve,
     select_target_neighbors,
 )
+from mahal._parallel import _Pool
 
 
 # ---------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_low_precision_search_equals_brute_force():
 def test_cached_oracle_is_exact(max_candidates):
     # The solver's oracle (enlarged-radius candidates, float32 search, capped
     # fallback to the exact radius) gives the exact loss and gradient after a search.
-    from mahal.lmnn import _LossOracle, _Problem
+    from mahal._lmnn_solver import _LossOracle, _Problem
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -272,7 +272,7 @@ def test_final_point_is_verified_by_a_search(max_period, monkeypatch):
     # The solver's final L is checked by an impostor search at that very point:
     # a forced one, or (max_period=1: a search at every iteration) the periodic
     # search the last iteration made there, which is then not repeated.
-    from mahal import lmnn as lmnn_module
+    from mahal import _lmnn_solver as lmnn_module
 
     searched = []
     refresh = lmnn_module._LossOracle._refresh
@@ -301,7 +301,7 @@ def test_returns_the_best_point_a_search_verified(monkeypatch):
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
-    from mahal import lmnn as lmnn_module
+    from mahal import _lmnn_solver as lmnn_module
 
     verified = []
     settle = lmnn_module._LossOracle._settle
@@ -346,7 +346,7 @@ def test_energy_kernel_matches_definition():
 @pytest.mark.parametrize("seed, float32_products", [(0, False), (1, False), (0, True)])
 def test_solver_reaches_sdp_optimum(seed, float32_products, monkeypatch):
     pytest.importorskip("cvxpy")
-    import mahal.lmnn as lmnn_module
+    import mahal._lmnn_solver as lmnn_module
     from mahal.reference import lmnn, lmnn_objective
 
     # (float32 products: the solver's size rule uses them from _F32_FLOPS on)
@@ -373,7 +373,7 @@ def test_wide_problem_uses_float32_products_at_equal_objective(monkeypatch):
     # objective it reaches after 100 iterations equals the float64 solver's (here
     # within 0.5%; measured 295.7 against 295.7, and 293.5 for both after ~190
     # iterations; runs stopped far from the optimum, at 30, differ by ~1%).
-    import mahal.lmnn as lmnn_module
+    import mahal._lmnn_solver as lmnn_module
 
     X, y = _blobs(1000, 130, 5, 31, spread=3.0)
     assert X.size * X.shape[1] >= lmnn_module._F32_FLOPS
@@ -415,7 +415,7 @@ def test_default_budget_does_not_stall_on_digits(split, float32_products, monkey
     X, _, y, _ = train_test_split(X, y, test_size=0.3, stratify=y,
                                   random_state=split)
     X = StandardScaler().fit_transform(X)
-    import mahal.lmnn as lmnn_module
+    import mahal._lmnn_solver as lmnn_module
 
     # (digits is above the size from which the solver uses float32 products)
     monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
@@ -458,12 +458,13 @@ def test_n_components_and_init():
 
 @pytest.mark.parametrize("float32_products", [False, True])
 def test_deterministic_and_pickle(float32_products, monkeypatch):
-    import mahal.lmnn as lmnn_module
+    import mahal._lmnn_solver as lmnn_module
+    from mahal import _parallel
 
     X, y = _blobs(1200, 4, 3, 11)
     # several row chunks, and threads even for this small problem
     monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
-    monkeypatch.setattr(lmnn_module, "_CHUNK_ROWS", 256)
+    monkeypatch.setattr(_parallel, "_CHUNK_ROWS", 256)
     monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
     monkeypatch.setattr(lmnn_module, "_THREADED_FLOPS", 1)  # products, axpys too
     monkeypatch.setattr(lmnn_module, "_THREADED_ELEMS", 1)
@@ -569,7 +570,7 @@ def test_add_missed_kernel(smooth):
     # the margin radius, against a set-based loop; with ``patch``, the evaluation
     # on the old graph plus their terms equals the evaluation on the new graph.
     from mahal import _lmnn_kernels as K
-    from mahal.lmnn import _Problem
+    from mahal._lmnn_solver import _Problem
 
     X, y = _blobs(60, 3, 3, 4)
     tn = select_target_neighbors(X, y, 3)
@@ -621,7 +622,7 @@ def test_line_oracle_is_exact(low_precision, serial):
     # slope are exact for that point and direction, and within float32 rounding
     # of those at L + αP. Both ways of making a trial: one compiled call (small
     # problems, serial) and the row-chunked kernels.
-    from mahal.lmnn import _LossOracle, _Problem
+    from mahal._lmnn_solver import _LossOracle, _Problem
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -668,7 +669,7 @@ def test_trial_point_carries_its_screening_inputs():
     # (K.step makes all three in one pass); with 40 components the loss kernel
     # screens candidates with them, and the trial's value equals an evaluation
     # that makes them from scratch.
-    from mahal.lmnn import _SCREEN_DIM, _LossOracle, _Problem
+    from mahal._lmnn_solver import _SCREEN_DIM, _LossOracle, _Problem
 
     X, y = _blobs(300, 40, 3, 4)
     assert X.shape[1] >= _SCREEN_DIM
@@ -695,7 +696,7 @@ def test_blas_keeps_its_threads_only_below_8192_points(n, limited, monkeypatch):
     # thread during the solve (the pool's threads would compete with it).
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from mahal import lmnn as lmnn_module
+    from mahal import _lmnn_solver as lmnn_module
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
@@ -721,7 +722,7 @@ def test_find_impostors_chunked_scan_matches_bruteforce(n):
     # The blocked search's scan (700 points) and the one-pass search of small
     # problems (200 points: n² r below _SMALL_SEARCH), both with many pairs and
     # buffer growth, equal a dense check; max_pairs gives up.
-    from mahal import lmnn as lmnn_module
+    from mahal import _lmnn_solver as lmnn_module
 
     assert (n * n * 3 <= lmnn_module._SMALL_SEARCH) == (n == 200)
     rng = np.random.default_rng(5)
