@@ -207,7 +207,7 @@ def speed(names, peer=True, params=None, repeats=1):
               f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
               f"{1000 * tk:7.1f} {res['time'] / tk:8.2f}")
         if pr:
-            from mahal._lmnn_solver import select_target_neighbors
+            from mahal._lmnn_neighbors import select_target_neighbors
 
             cmp = compare_with_peer(Xtr, ytr, Xte, yte, model.components_,
                                     pr.pop("L"), select_target_neighbors(Xtr, ytr, 3))

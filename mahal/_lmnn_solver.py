@@ -1,4 +1,4 @@
-"""Large Margin Nearest Neighbor (LMNN), Weinberger & Saul, JMLR 10 (2009).
+"""LMNN's solver: L-BFGS over ``L`` with exact loss and gradient.
 
 For each point ``i`` its ``k`` target neighbours ``j(i)`` are its ``k`` nearest
 same-class points in the input space, fixed before learning. With squared learned
@@ -7,76 +7,44 @@ distances ``d_ij = ‖L(x_i − x_j)‖²`` the objective is
     ε(L) = (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
 
 (``μ`` = ``regularization``). :func:`lmnn_loss_grad` is the plain function of that
-objective; :class:`LMNN` minimises it over ``L`` with L-BFGS; ``mahal.reference.lmnn``
-hands the same objective (in ``M = LᵀL``) to cvxpy. With ``n_passes > 1`` (the
-paper's multi-pass LMNN) the target neighbours are then selected again in the
-learned space and the minimisation continues from the learned ``L``.
+objective; :func:`lmnn_solve` minimises it over ``L``; ``mahal.reference.lmnn``
+hands the same objective (in ``M = LᵀL``) to cvxpy.
 
-Solver design (measured in ``benchmarks/lmnn_speed.py``):
+Design (the measurements behind each choice are in ``docs/solver_notes.rst``):
 
-- L-BFGS on the flattened ``L`` (:func:`mahal._optimize.lbfgs`), with its line
-  search in the transformed space: along a direction ``P`` a trial point is
-  ``Z + α X Pᵀ`` (an axpy) and the directional derivative ``2 ⟨U, X Pᵀ⟩``, so
-  an iteration costs two products with ``X`` (``X Pᵀ``, and the gradient
-  ``2 Uᵀ X`` at the accepted point) however many trials its line search makes.
-  (Against scipy's ``L-BFGS-B``, which needs both products at every trial and
-  ~0.1 ms of its own per evaluation: wine 13.2 → 10.2 ms, isolet 950 → 825 ms.)
-  The hinge is Huber-smoothed with a width that shrinks over a few stages
-  (default 1, 0.1, then 0 = the exact hinge), each an L-BFGS run warm-started
-  from the previous one's point and correction pairs: the quasi-Newton model
-  needs a smooth function (on the exact hinge alone L-BFGS stalls early, with a
-  worse metric). The last stage starts from an exact value (a fresh search) and
+- L-BFGS (:func:`mahal._optimize.lbfgs`) with its line search in the transformed
+  space: along a direction ``P`` a trial point is ``Z + α X Pᵀ`` (an axpy) and its
+  directional derivative ``2 ⟨U, X Pᵀ⟩``, so an iteration costs two products with
+  ``X`` however many trials its line search makes.
+- The hinge is Huber-smoothed with a width that shrinks over a few stages (default
+  1, 0.1, then 0 = the exact hinge), each warm-started from the previous one's point
+  and correction pairs: the quasi-Newton model needs a smooth function (on the exact
+  hinge alone L-BFGS stalls early). The last stage starts from an exact value,
   restarts L-BFGS with a fresh memory when it stops on a small relative decrease
-  right after real progress (a line search caught on a kink), or goes back to the
-  best point of the stage that a search verified (its start or later) and
-  searches at every iteration if it ended above it (it followed values of a
-  stale candidate graph).
+  right after real progress (a line search caught on a kink), and goes back to the
+  best point a search verified if it ended above it.
 - Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
-  differently-labelled ``l`` within ``(1 + slack)`` times ``i``'s margin radius
-  ``√(1 + max_j d_ij)`` at the last search (``slack = 0.15``; against 0.25, fits
-  take 0.5× the time on mnist 10000, 0.8× on digits, isolet and letter, at equal
-  objective: digits +0.2%, isolet −0.4%). The loss kernel filters them with the
+  differently-labelled points within ``(1 + slack)`` times ``i``'s margin radius
+  ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
   exact current radius, so loss and gradient are exact unless an impostor came from
   beyond the enlarged radius. The graph is searched again every ``period``
   iterations, at an accepted point (never inside a line search, so the function
-  stays the same along a line); the impostors that the old graph had missed there
-  are found by graph membership and their terms added to the evaluation already
-  made (:func:`K.add_missed`), which makes it exact without a second one.
-  ``period`` doubles when a search finds few missed — at most 10% of the active
-  impostor pairs — or in a smoothed stage, and halves otherwise or when the
-  exact value has risen since the previous search; the final ``L``
-  is always verified by a search (and the optimisation continues if anything at
-  all was missed). ``slack`` halves when the enlarged
-  radius would hold too many candidates (high intrinsic dimension).
-  No bounds skip candidates between searches (mlpack's scheme): the triangle bound
-  ``‖z_i − z_l‖ ≥ δ_il − ‖Δz_i‖ − ‖Δz_l‖`` (``δ_il`` at the last search, ``Δz`` the
-  moves since) rules out 10% of the candidates over a default fit on digits and
-  isolet and 18% on letter, and at points that have moved since the search only 6%,
-  5% and 12%: points move by more than the 15% shell between searches. The exact
-  radius test rules out 89% (digits), 91% (isolet) and 71% (letter); the loss
-  kernel's float32 screen (:func:`K.loss_weights`, from 32 components on) makes it
-  cheap.
+  stays the same along a line); the impostors the old graph missed there are added
+  to the evaluation already made. ``period`` adapts to how much the old graph
+  missed; the final ``L`` is always verified by a search. ``slack`` halves when the
+  enlarged radius would hold too many candidates (high intrinsic dimension).
 - The search visits each pair of classes once, in blocks of (rows of class c) ×
-  (points of the classes after c), computing dot products with BLAS in float32
-  (blocks of ~2²⁰ entries, which stay in cache) and comparing with both points'
-  radii in one numba pass (branch-free counts per chunk of 64 columns; only chunks
-  holding pairs are scanned again to emit them). Memory:
-  ``O(n k + candidates + block)``, never ``n × n``. Small problems (``n² r`` up to
-  2¹⁸: iris, wine) are searched in one compiled pass instead (``K.search_small``;
-  fits 10% faster, the blocked search's set-up being most of its cost there).
-- The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair graph
-  ``W`` (target pairs and active impostor pairs), computed per row by a numba kernel:
-  no outer products. From ``n d r ≥ 2²⁰`` (digits, letter, isolet, mnist) the
-  solver forms ``Uᵀ X`` and the direction's ``X Pᵀ`` in float32 (twice as fast;
-  fits 11-12% faster); values and slopes along a line stay exact for the direction
-  actually followed (see ``_F32_FLOPS``).
-- Parallelism: the kernels release the GIL and run on row chunks in a thread pool
-  (``n_jobs``); from ``2 × 4096`` rows on, BLAS is limited to one thread during
-  ``fit`` so that two thread pools never spin against each other. Chunks do not
-  depend on ``n_jobs``: results are identical for any number of threads. Below
-  ``2 × 4096`` rows the kernels never run threaded, one evaluation's kernels run as
-  a single compiled call (:func:`K.loss_grad_serial`: fixed costs dominate small
-  fits), and BLAS keeps its own threads for the products.
+  (points of the classes after c), with BLAS dot products in float32 and one numba
+  pass comparing with both points' radii. Memory: ``O(n k + candidates + block)``,
+  never ``n × n``. Small problems are searched in one compiled pass.
+- The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair
+  graph ``W`` (target pairs and active impostor pairs), computed per row by a numba
+  kernel: no outer products. Large problems form ``Uᵀ X`` and ``X Pᵀ`` in float32;
+  values and slopes along a line stay exact for the direction actually followed.
+- Parallelism (:mod:`mahal._parallel`): the kernels release the GIL and run on row
+  chunks on ``n_threads`` threads; chunks do not depend on the number of threads, so
+  results are identical for any ``n_jobs``. Small problems run each evaluation's
+  kernels as a single compiled call (fixed costs dominate there).
 """
 
 import contextlib
@@ -86,27 +54,20 @@ import time
 import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
-from . import _lmnn_kernels as K
+from . import _lmnn_kernels as kernels
+from ._lmnn_neighbors import _sq_norms, find_impostors
 from ._optimize import lbfgs
 from ._parallel import _SERIAL, _Pool, single_threaded_blas
 
-_BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
-_SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
-_SMALL_SEARCH = 1 << 18  # n² r up to this: one compiled pass (K.search_small)
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period. (Missed pairs are
 # added exactly at the refresh point, so this only bounds how stale the values
-# between two searches may be. 0.1 against 0.01, mean of 5 digits splits:
-# 10.4 searches instead of 14.6 at equal objective, 1730.7 against 1730.5; wine
-# and iris a few fewer; balance, letter and mnist 10000 unchanged.)
-_MISS_TOL = 0.1
-# In the smoothed stages, which only warm-start the exact one, the share missed
-# does not shorten the period (measured, 5 splits each: digits 10.4 → 9.0
-# searches, wine 12.0 → 8.2, iris 7.4 → 7.0, balance 7.8 → 7.0, isolet 10 → 9,
-# letter 8 → 7; objectives equal or lower, balance +0.002%); in every stage, an
+# between two searches may be.) In the smoothed stages, which only warm-start the
+# exact one, the share missed does not shorten the period; in every stage, an
 # exact value that has risen since the previous search does (see _settle).
+_MISS_TOL = 0.1
 # Rule out impostor candidates in float32 first from this many components on
-# (see K.loss_weights).
+# (see kernels.loss_weights).
 _SCREEN_DIM = 32
 _ROWS_PER_THREAD = 4096  # fewer rows per thread: serial
 # Below these sizes the matrix products (multiply-adds) and the axpy / inner
@@ -118,13 +79,8 @@ _THREADED_ELEMS = 1 << 21
 # Z + α (X Pᵀ) with the float32 product as the direction actually followed, and
 # its slope 2 ⟨U, X Pᵀ⟩ is taken along that same array, so values and slopes
 # along a line stay consistent; only the direction's L-space copy and the
-# gradient that builds the next direction carry float32 rounding. Measured
-# (objective, 3-NN error): equal on digits (10 splits, mean 1717.2 against
-# 1718.1, 1.52% against 1.54%), isolet (2247.5 against 2253.2), letter (59029.08
-# both) and mnist 60000 (239795.6 against 239796.1). Fit time, float32 against
-# float64 (median of alternating fits in one process): isolet (1560 × 172 × 172)
-# 0.88, letter (16000 × 16 × 16) 0.89, digits (1257 × 64 × 64) 0.89, 300 digits
-# points (1.2M multiply-adds) 0.86; below ~2²⁰ the casts cost about what they save.
+# gradient that builds the next direction carry float32 rounding. Below this size
+# the casts cost about what they save.
 _F32_FLOPS = 1 << 20
 _MAXCOR = 20  # L-BFGS memory
 # The last stage restarts L-BFGS (at most _MAX_RESTARTS times) when its final
@@ -135,163 +91,34 @@ _RESTART_GAIN = 0.01
 _STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
 
 
-# ---------------------------------------------------------------------------
-# Target neighbours, impostor search, loss
-
-
-def select_target_neighbors(X, y, n_neighbors):
-    """The ``n_neighbors`` nearest same-class points of every point (input space).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,), int labels
-    n_neighbors : int
-
-    Returns
-    -------
-    tn : ndarray of shape (n_samples, n_neighbors), int64
-        Indices; a point whose class has ``m ≤ n_neighbors`` members gets its ``m − 1``
-        classmates and ``−1`` in the remaining columns.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    n = X.shape[0]
-    tn = np.full((n, n_neighbors), -1, dtype=np.int64)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        m = idx.shape[0]
-        kc = min(n_neighbors, m - 1)
-        if kc < 1:
-            continue
-        Xc = X[idx]
-        # a few spare candidates from the Gram-trick distances of the centred
-        # points, then ranked by exact distances (ties: lower index first)
-        Xm = Xc - Xc.mean(axis=0)
-        nc = _sq_norms(Xm)
-        kk = min(m - 1, kc + 4)
-        out = np.empty((m, kc), dtype=np.int64)
-        step = max(1, _BLOCK_ELEMS // m)
-        for s in range(0, m, step):
-            e = min(s + step, m)
-            K.nearest_in_class(Xc, Xm[s:e] @ Xm.T, nc, s, kk, kc, out[s:e])
-        tn[idx, :kc] = idx[out]
-    return tn
-
-
-def _sq_norms(Z):
-    return np.einsum("ij,ij->i", Z, Z)
-
-
 def _screens(r):
     """Whether the loss kernel screens candidates in float32 at ``r`` components."""
     return r >= _SCREEN_DIM
 
 
-def find_impostors(Z, y, rho2, pool=_SERIAL, low_precision=False, max_pairs=None):
-    """Directed impostor candidates: ``i → l`` with ``y_l ≠ y_i`` and
-    ``‖z_i − z_l‖² < rho2[i]``.
-
-    Each unordered pair of classes is visited once, in blocks of (class-c rows) ×
-    (points of the classes after c).
-
-    Parameters
-    ----------
-    Z : ndarray of shape (n, r)
-        Points in the transformed space.
-    y : ndarray of shape (n,), int64
-    rho2 : ndarray of shape (n,)
-        Squared search radius of every point.
-    pool : _Pool
-        Threads for the blocks.
-    low_precision : bool, default=False
-        Compute the dot products in float32 (twice as fast). Only for enlarged
-        radii: a pair's squared distance may then be off by ~1e-6 of the squared
-        norms, which the solver's margin of safety (``slack``) absorbs; the loss
-        kernel recomputes every candidate's distance in float64.
-    max_pairs : int, optional
-        Give up (return None) as soon as more pairs than this are found.
-
-    Returns
-    -------
-    src, dst : ndarray of int64
-        (None if ``max_pairs`` was exceeded.)
-    """
-    Z = np.ascontiguousarray(Z, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    rho2 = np.asarray(rho2, dtype=np.float64)
-    n = Z.shape[0]
-    if n * n * Z.shape[1] <= _SMALL_SEARCH:
-        src, dst = K.search_small(Z, y, rho2)
-        if max_pairs is not None and src.shape[0] > max_pairs:
-            return None
-        return src, dst
-    # Class-sorted copy: the rows of class c and the points of the classes after c
-    # are contiguous slices (no gathers per block).
-    order = np.argsort(y, kind="stable").astype(np.int64)
-    Zs = Z[order]
-    norms = _sq_norms(Zs)
-    rs = rho2[order]
-    Zg = Zs.astype(np.float32) if low_precision else Zs
-    bounds = np.searchsorted(y[order], np.unique(y), side="right")
-    tasks = []
-    start = 0
-    for end in bounds[:-1]:
-        step = max(64, _SEARCH_BLOCK // max(1, n - end))
-        for s in range(start, end, step):
-            tasks.append((s, min(s + step, end), end, n))
-        start = end
-
-    def run(task):
-        a0, a1, b0, b1 = task
-        G = Zg[a0:a1] @ Zg[b0:b1].T
-        return K.scan_block(G, norms[a0:a1], norms[b0:b1], order[a0:a1],
-                            order[b0:b1], y, rs[a0:a1], rs[b0:b1], True, False)
-
-    if max_pairs is not None:
-        import threading
-
-        lock = threading.Lock()
-        found = [0]
-        inner = run
-
-        def run(task):
-            if found[0] > max_pairs:
-                return None
-            res = inner(task)
-            with lock:
-                found[0] += res[0].shape[0]
-            return res
-
-    out = pool.map(run, tasks)
-    if max_pairs is not None and found[0] > max_pairs:
-        return None
-    if not out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return (np.concatenate([o[0] for o in out]),
-            np.concatenate([o[1] for o in out]))
-
-
 def _to_csr(src, dst, n):
-    ptr, perm = K.group_by(src, n)
+    ptr, perm = kernels.group_by(src, n)
     return ptr, dst[perm]
 
 
-def _transpose_targets(tn):
-    n, k = tn.shape
-    flat = tn.ravel()
+def _transpose_targets(targets):
+    n, k = targets.shape
+    flat = targets.ravel()
     keep = np.flatnonzero(flat >= 0)
-    ptr, perm = K.group_by(flat[keep], n)
+    ptr, perm = kernels.group_by(flat[keep], n)
     return ptr, keep[perm].astype(np.int64)
 
 
 class _Problem:
     """Data of one LMNN problem and the exact loss/gradient for a candidate graph."""
 
-    def __init__(self, X, y, tn, mu, pool=_SERIAL):
+    def __init__(self, X, y, targets, mu, pool=_SERIAL):
         self.Xc = np.ascontiguousarray(X - X.mean(axis=0), dtype=np.float64)
         self.y = np.asarray(y, dtype=np.int64)
-        self.tn = np.ascontiguousarray(tn, dtype=np.int64)
-        self.tnT = _transpose_targets(self.tn)
+        self.target_neighbors = np.ascontiguousarray(targets, dtype=np.int64)
+        # (CSR of the points that have each point as a target neighbour)
+        self.targeted_by_ptr, self.targeted_by = _transpose_targets(
+            self.target_neighbors)
         self.mu = float(mu)
         self.pool = pool
         self.n = self.Xc.shape[0]
@@ -303,9 +130,7 @@ class _Problem:
 
     # Matrix products of fewer than _THREADED_FLOPS multiply-adds, and axpys and
     # inner products of fewer than _THREADED_ELEMS elements, run in one piece in
-    # the calling thread (measured on letter, 16000 × 16, with 2 threads on 7
-    # chunks: gradient product 925 µs, axpy 1 ms; in one piece 301 µs and 167 µs;
-    # on wine the pool's bookkeeping took 10.5 µs for a 3.9 µs product). The
+    # the calling thread: the pool's hand-offs cost more than they save there. The
     # choice depends on sizes only, never on ``n_jobs``.
 
     def _data(self, low_precision):
@@ -321,18 +146,17 @@ class _Problem:
         X, dtype = self._data(low_precision)
         Z = np.empty((self.n, L.shape[0]), dtype=dtype)
         LT = np.ascontiguousarray(L.T, dtype=dtype)
-        # (out=: a temporary of this size costs page faults at every call, 2 ms
-        # against 0.4 ms at 16000 × 16)
+        # (out=: a temporary of this size would cost page faults at every call)
         if Z.size * LT.shape[0] < _THREADED_FLOPS:
             return np.matmul(X, LT, out=Z)
-        self.pool.map(lambda rg: np.matmul(X[rg[0]:rg[1]], LT,
-                                           out=Z[rg[0]:rg[1]]), self.ranges)
+        self.pool.map(lambda chunk: np.matmul(X[chunk[0]:chunk[1]], LT,
+                                           out=Z[chunk[0]:chunk[1]]), self.ranges)
         return Z
 
     def radius(self, Z):
         radius = np.zeros(self.n)
-        self.pool.map(lambda rg: K.target_distances(Z, self.tn, rg[0], rg[1], radius),
-                      self.ranges)
+        self.pool.map(lambda chunk: kernels.target_distances(
+            Z, self.target_neighbors, chunk[0], chunk[1], radius), self.ranges)
         return radius
 
     def search(self, Z, rho2, low_precision=False, max_pairs=None):
@@ -347,7 +171,7 @@ class _Problem:
         ``_THREADED_ELEMS`` elements (``size``), else one call per row chunk."""
         if size < _THREADED_ELEMS:
             return [fn(0, self.n)]
-        return self.pool.map(lambda rg: fn(rg[0], rg[1]), self.ranges)
+        return self.pool.map(lambda chunk: fn(chunk[0], chunk[1]), self.ranges)
 
     def aux_buffers(self, r):
         """Room for the screening inputs of the loss kernel at a point of ``r``
@@ -360,34 +184,36 @@ class _Problem:
         """``(Z32, norms)``: the screening inputs of the loss kernel at ``Z``."""
         out = self.aux_buffers(Z.shape[1])
         screen = _screens(Z.shape[1])
-        self._rows(lambda a, b: K.point_aux(Z, out[0], out[1], screen, a, b), Z.size)
+        self._rows(lambda a, b: kernels.point_aux(Z, out[0], out[1], screen, a, b), Z.size)
         return out
 
     def weights(self, Z, indptr, indices, smooth, aux=None):
         """Loss at ``Z``, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), the
         number of active triplets and the number of active impostor pairs. ``aux``:
         ``Z``'s :meth:`aux`, if already made."""
-        n, k = self.tn.shape
+        n, k = self.target_neighbors.shape
         screen = _screens(Z.shape[1])
         Z32, norms = self.aux(Z) if aux is None else aux
         if self.serial:
-            f, U, act, n_pairs = K.loss_grad_serial(
-                Z, Z32, norms, screen, self.tn, self.tnT[0], self.tnT[1], indptr,
-                indices, self.mu, smooth)
+            f, U, act, n_pairs = kernels.loss_grad_serial(
+                Z, Z32, norms, screen, self.target_neighbors, self.targeted_by_ptr,
+                self.targeted_by, indptr, indices, self.mu, smooth)
             return f, U, int(act), int(n_pairs)
-        row_loss, wt, act, a_cnt = K.loss_buffers(n, k)
+        row_loss, wt, act, active_count = kernels.loss_buffers(n, k)
         # (each chunk lists its rows' active pairs in row order)
-        parts = self.pool.map(lambda rg: K.loss_weights(
-            Z, Z32, norms, screen, self.tn, indptr, indices, self.mu, smooth, rg[0],
-            rg[1], row_loss, wt, act, a_cnt), self.ranges)
-        a_dst = np.concatenate([p[0] for p in parts])
-        a_w = np.concatenate([p[1] for p in parts])
-        a_ptr, a_src, a_ptrT, a_permT = K.index_active(a_cnt, a_dst)
+        parts = self.pool.map(lambda chunk: kernels.loss_weights(
+            Z, Z32, norms, screen, self.target_neighbors, indptr, indices, self.mu,
+            smooth, chunk[0], chunk[1], row_loss, wt, act, active_count), self.ranges)
+        active_dst = np.concatenate([p[0] for p in parts])
+        active_weight = np.concatenate([p[1] for p in parts])
+        (active_ptr, active_src, active_ptr_by_dst,
+         active_perm_by_dst) = kernels.index_active(active_count, active_dst)
         U = np.empty_like(Z)
-        self.pool.map(lambda rg: K.laplacian_dot(
-            Z, self.tn, wt, self.tnT[0], self.tnT[1], a_ptr, a_dst, a_w, a_ptrT,
-            a_permT, a_src, rg[0], rg[1], U), self.ranges)
-        return float(row_loss.sum()), U, int(act.sum()), int(a_dst.shape[0])
+        self.pool.map(lambda chunk: kernels.laplacian_dot(
+            Z, self.target_neighbors, wt, self.targeted_by_ptr, self.targeted_by,
+            active_ptr, active_dst, active_weight, active_ptr_by_dst,
+            active_perm_by_dst, active_src, chunk[0], chunk[1], U), self.ranges)
+        return float(row_loss.sum()), U, int(act.sum()), int(active_dst.shape[0])
 
     def grad(self, U, low_precision=False):
         """``2 Uᵀ Xc``, the gradient w.r.t. ``L`` (the product in float32 if
@@ -397,8 +223,9 @@ class _Problem:
             G = (U.astype(dtype, copy=False).T @ X).astype(np.float64, copy=False)
             G *= 2.0
             return G
-        parts = self.pool.map(lambda rg: U[rg[0]:rg[1]].astype(dtype, copy=False).T
-                              @ X[rg[0]:rg[1]], self.ranges)
+        parts = self.pool.map(
+            lambda chunk: U[chunk[0]:chunk[1]].astype(dtype, copy=False).T
+            @ X[chunk[0]:chunk[1]], self.ranges)
         return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
 
     def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
@@ -407,19 +234,20 @@ class _Problem:
         ZP⟩`` along ``ZP``."""
         screen = _screens(Z.shape[1])
         if self.serial:
-            f, U, act, n_pairs, slope = K.trial_serial(
-                Z, ZP, alpha, out, aux[0], aux[1], screen, self.tn, self.tnT[0],
-                self.tnT[1], indptr, indices, self.mu, smooth)
+            f, U, act, n_pairs, slope = kernels.trial_serial(
+                Z, ZP, alpha, out, aux[0], aux[1], screen, self.target_neighbors,
+                self.targeted_by_ptr, self.targeted_by, indptr, indices, self.mu,
+                smooth)
             return (f, U, int(act), int(n_pairs)), slope
-        self._rows(lambda a, b: K.step(Z, ZP, alpha, out, aux[0], aux[1], screen, a,
-                                       b), Z.size)
-        ev = self.weights(out, indptr, indices, smooth, aux)
-        return ev, 2.0 * self.inner(ev[1], ZP)
+        self._rows(lambda a, b: kernels.step(Z, ZP, alpha, out, aux[0], aux[1],
+                                             screen, a, b), Z.size)
+        evaluation = self.weights(out, indptr, indices, smooth, aux)
+        return evaluation, 2.0 * self.inner(evaluation[1], ZP)
 
     def inner(self, U, V):
         """``⟨U, V⟩`` (summed over row chunks that do not depend on ``n_jobs``)."""
         if V.dtype == np.float32:
-            return float(sum(self._rows(lambda a, b: K.row_inner(U, V, a, b),
+            return float(sum(self._rows(lambda a, b: kernels.row_inner(U, V, a, b),
                                         U.size)))
         return float(sum(self._rows(lambda a, b: np.vdot(U[a:b], V[a:b]), U.size)))
 
@@ -452,10 +280,10 @@ def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):
     X = np.asarray(X, dtype=np.float64)
     L = np.asarray(L, dtype=np.float64)
     y = LabelEncoder().fit_transform(y).astype(np.int64)
-    prob = _Problem(X, y, target_neighbors, mu)
-    Z = prob.transform(L)
-    indptr, indices = prob.search(Z, prob.radius(Z))
-    return prob.loss_grad(Z, indptr, indices, float(smooth))
+    problem = _Problem(X, y, target_neighbors, mu)
+    Z = problem.transform(L)
+    indptr, indices = problem.search(Z, problem.radius(Z))
+    return problem.loss_grad(Z, indptr, indices, float(smooth))
 
 
 class _LossOracle:
@@ -467,7 +295,7 @@ class _LossOracle:
     the enlarged radius. The graph is searched again every ``period`` iterations
     (at an accepted point, never inside a line search, so that the function stays
     the same along a line); the terms of the impostors that the old graph had
-    missed there are added to the evaluation already made (``K.add_missed``, a
+    missed there are added to the evaluation already made (``kernels.add_missed``, a
     membership test: no second evaluation). ``period`` doubles when at most
     ``_MISS_TOL`` of the active impostor pairs were missed (or in a smoothed
     stage) and halves otherwise, or when the exact value has risen since the
@@ -482,15 +310,15 @@ class _LossOracle:
     """
 
     def __init__(self, problem, r, slack=0.15, max_period=16, max_candidates=None):
-        self.prob = problem
+        self.problem = problem
         # the products of the search directions and of the gradient in float32
         # from this size on (see _F32_FLOPS)
         self.low_precision = problem.Xc.size * r >= _F32_FLOPS
         # memory for candidates: ~24 bytes each
         self.max_candidates = (max_candidates if max_candidates is not None
-                               else max(10_000_000, 20 * problem.tn.size))
+                               else max(10_000_000, 20 * problem.target_neighbors.size))
         self.n_capped = 0
-        self.slack_eff = slack
+        self.current_slack = slack
         self.r = r
         self.slack = slack
         self.max_period = max_period
@@ -511,21 +339,21 @@ class _LossOracle:
 
     def _refresh(self, Z, radius):
         t0 = time.perf_counter()
-        rho2 = radius * (1.0 + self.slack_eff) ** 2
-        res = self.prob.search(Z, rho2, low_precision=True,
+        rho2 = radius * (1.0 + self.current_slack) ** 2
+        res = self.problem.search(Z, rho2, low_precision=True,
                                max_pairs=self.max_candidates)
         if res is None:
             # Too many candidates within the enlarged radius (high intrinsic
             # dimension): take the exact impostors now, a smaller slack next time.
             self.n_capped += 1
-            self.slack_eff = max(0.01, 0.5 * self.slack_eff)
+            self.current_slack = max(0.01, 0.5 * self.current_slack)
             # (the margin covers the float32 rounding, ~1e-7 of the squared norms)
             margin = 1e-3 * radius + 1e-5 * _sq_norms(Z).max()
-            res = self.prob.search(Z, radius + margin, low_precision=True)
+            res = self.problem.search(Z, radius + margin, low_precision=True)
             self.period = 1
         elif (res[1].shape[0] < self.max_candidates // 4
-              and self.slack_eff < self.slack):
-            self.slack_eff = min(self.slack, 1.25 * self.slack_eff)
+              and self.current_slack < self.slack):
+            self.current_slack = min(self.slack, 1.25 * self.current_slack)
         self.indptr, self.indices = res
         self.n_search += 1
         self.since = 0
@@ -533,43 +361,42 @@ class _LossOracle:
 
     def _weights(self, Z, aux=None):
         self.n_evals += 1
-        return self.prob.weights(Z, self.indptr, self.indices, self.smooth, aux)
+        return self.problem.weights(Z, self.indptr, self.indices, self.smooth, aux)
 
-    def _settle(self, force_search=False, ev=None):
+    def _settle(self, force_search=False, evaluation=None):
         """Finish an evaluation at the current point ``self.Z``: search again if
-        due (or forced), then form the gradient. ``ev = (f, U, act, n_pairs)`` is the
+        due (or forced), then form the gradient. ``evaluation = (f, U, act, n_pairs)`` is the
         evaluation there on the current graph, if one was made (a line-search
         trial); after a search, the terms of the impostors that the old graph had
-        missed are added to it (:func:`K.add_missed`), so it need not be
+        missed are added to it (:func:`kernels.add_missed`), so it need not be
         evaluated again."""
         Z = self.Z
         missed = False
         searched = True
         if self.indptr is None:
-            self._refresh(Z, self.prob.radius(Z))
-            ev = self._weights(Z)
+            self._refresh(Z, self.problem.radius(Z))
+            evaluation = self._weights(Z)
         elif force_search or self.since >= self.period:
             self._drop_line_buffers()
-            patch = ev is not None
+            patch = evaluation is not None
             old_ptr, old_idx = self.indptr, self.indices
-            radius = self.prob.radius(Z)
+            radius = self.problem.radius(Z)
             self._refresh(Z, radius)
             if not patch:
-                ev = self._weights(Z)
-            f, U, act, n_pairs = ev
-            n_miss, df, dact = K.add_missed(
-                old_ptr, old_idx, self.indptr, self.indices, Z, radius, self.prob.tn,
-                self.prob.mu, self.smooth, U, patch)
+                evaluation = self._weights(Z)
+            f, U, act, n_pairs = evaluation
+            n_miss, df, dact = kernels.add_missed(
+                old_ptr, old_idx, self.indptr, self.indices, Z, radius,
+                self.problem.target_neighbors, self.problem.mu, self.smooth, U, patch)
             if patch:
                 n_pairs += n_miss
-                ev = f + df, U, act + dact, n_pairs
+                evaluation = f + df, U, act + dact, n_pairs
             missed = n_miss > 0
             # The period halves when the old graph lacked more than _MISS_TOL of
             # the active impostor pairs (in the last stage; the smoothed ones only
             # warm-start it), or when the exact value has risen since the last
-            # search: then values on the stale graph led uphill (seen with a small
-            # slack, e.g. 0.1 on isolet: ×6 at one search of a smoothed stage).
-            rose = self._exact_f is not None and ev[0] > self._exact_f
+            # search: then values on the stale graph led uphill.
+            rose = self._exact_f is not None and evaluation[0] > self._exact_f
             if rose or (n_miss > _MISS_TOL * n_pairs and self.smooth == 0.0):
                 self.n_missed += 1
                 self.period = max(1, self.period // 2)
@@ -577,9 +404,9 @@ class _LossOracle:
                 self.period = min(self.max_period, 2 * self.period)
         else:
             searched = False
-            if ev is None:
-                ev = self._weights(Z)
-        f, U, act, _ = ev
+            if evaluation is None:
+                evaluation = self._weights(Z)
+        f, U, act, _ = evaluation
         # (whether this point's value is exact and checked by a search, and what
         # the search found)
         self.checked = (f, missed) if searched else None
@@ -590,7 +417,7 @@ class _LossOracle:
             self.run_start_f = f
         self.n_active = act
         self.n_candidates = int(self.indices.shape[0])
-        return f, self.prob.grad(U, low_precision=self.low_precision), missed
+        return f, self.problem.grad(U, low_precision=self.low_precision), missed
 
     def new_run(self, exact_start=False):
         """Start of an L-BFGS run (on a new function if the smoothing changed);
@@ -605,13 +432,12 @@ class _LossOracle:
         current point."""
         self._drop_line_buffers()
         self.Z = None
-        self.Z = self.prob.transform(L)
+        self.Z = self.problem.transform(L)
         return self._settle(force_search)
 
     def _drop_line_buffers(self):
         # X Pᵀ, the trial point and the last trial's evaluation: n × r arrays each,
-        # not needed across a search (peak on mnist 60000: 928 MB with them
-        # alive, 711 MB without)
+        # not needed across a search (dropping them lowers the peak memory)
         self.ZP = self._Zt = self._aux = self._last = None
 
     # line oracle (mahal._optimize)
@@ -620,7 +446,7 @@ class _LossOracle:
         return f, g.ravel()
 
     def set_direction(self, p):
-        self.ZP = self.prob.transform(p.reshape(self.r, -1),
+        self.ZP = self.problem.transform(p.reshape(self.r, -1),
                                       low_precision=self.low_precision)
         self._last = None
 
@@ -628,21 +454,21 @@ class _LossOracle:
         if self._Zt is None or self._Zt is self.Z:
             self._Zt = np.empty_like(self.Z)
         if self._aux is None:
-            self._aux = self.prob.aux_buffers(self.r)
+            self._aux = self.problem.aux_buffers(self.r)
         self._last = None  # (frees the previous trial's U first)
         self.n_evals += 1
-        ev, slope = self.prob.trial(self.Z, self.ZP, alpha, self._Zt, self._aux,
+        evaluation, slope = self.problem.trial(self.Z, self.ZP, alpha, self._Zt, self._aux,
                                     self.indptr, self.indices, self.smooth)
-        self._last = alpha, ev
-        return ev[0], slope
+        self._last = alpha, evaluation
+        return evaluation[0], slope
 
     def accept(self, alpha):
         if self._last is None or self._last[0] != alpha:
             self.trial(alpha)
-        ev = self._last[1]
+        evaluation = self._last[1]
         self._last = None
         self.Z, self._Zt = self._Zt, self.Z
-        f, g, _ = self._settle(ev=ev)
+        f, g, _ = self._settle(evaluation=evaluation)
         return f, g.ravel()
 
 
@@ -687,17 +513,14 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
     info : dict
     """
     r, d = L0.shape
-    # Threads only pay off from a few thousand rows each (measured, fits with 1
-    # and 2 threads: iris 7 ms / 14 ms, digits 313 ms / 373 ms, isolet (1560 rows)
-    # 1.07 s both, letter (16000) 2.63 s / 1.84 s).
+    # Threads only pay off from a few thousand rows each.
     pool = _Pool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
     # Below 2 × _ROWS_PER_THREAD rows the kernels never run threaded (whatever
     # n_jobs), so BLAS keeps its own threads for the products: nothing competes with
-    # them for the cores (median of 9 fits, limited against not: digits 165 → 136
-    # ms, isolet 514 → 442 ms). From there on the kernels may run on the pool's
+    # them for the cores. From there on the kernels may run on the pool's
     # threads, and BLAS is limited to one thread, so that two pools never spin
-    # against each other (letter with both: 1.34 → 1.89 s). The choice depends on
-    # the size only, so results do not depend on n_jobs.
+    # against each other. The choice depends on the size only, so results do not
+    # depend on n_jobs.
     blas = (contextlib.nullcontext() if X.shape[0] < 2 * _ROWS_PER_THREAD
             else single_threaded_blas())
     try:
@@ -709,9 +532,9 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         pool.close()
 
 
-def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, name):
+def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name):
     r, d = L0.shape
-    oracle = _LossOracle(prob, r, slack=slack, max_period=max_period)
+    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period)
     x = np.ascontiguousarray(L0, dtype=np.float64).ravel().copy()
     n_iter = 0
     converged = True
@@ -760,17 +583,14 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
                     callback=callback, warm=warm)
         x = res.x
         # The next stage (a less smoothed hinge) starts with this run's
-        # correction pairs (measured: 5-18% fewer evaluations on iris, wine,
-        # digits and letter, at equal objective).
+        # correction pairs (fewer evaluations at equal objective).
         warm = res
         if last:
             # Verify with an exact search at the final L; if impostors were
             # missed, continue from there with the refreshed graph.
             # A run that stopped early on a small relative decrease (ftol) while
             # still making progress is often a line search caught on a kink of the
-            # hinge: a fresh L-BFGS memory gets past it (measured on digits: one
-            # split stopped at objective 6100 instead of ~1750, with 3.15% test
-            # error instead of 2.22%).
+            # hinge: a fresh L-BFGS memory gets past it.
             f_start = oracle.run_start_f
             if oracle.checked is not None:
                 # the run ended on a point that its periodic search has just
@@ -784,8 +604,6 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
             # followed them to a point whose exact value is above the run's exact
             # start or above another point of the run that a search verified, go
             # back to the best of them and search at every evaluation from now on.
-            # (Measured with slack 0.1 on isolet: the run ended at 3341 after
-            # verifying 2964 eight iterations earlier.)
             if f_start <= best[0]:
                 best[:] = f_start, x0
             worse = f_end > best[0]
@@ -804,7 +622,7 @@ def _lmnn_lbfgs(prob, L0, max_iter, tol, stages, verbose, slack, max_period, nam
                 converged = False
         si += 1
     info = dict(n_evals=oracle.n_evals, n_searches=oracle.n_search,
-                n_capped=oracle.n_capped, final_slack=oracle.slack_eff,
+                n_capped=oracle.n_capped, final_slack=oracle.current_slack,
                 n_missed=oracle.n_missed, search_time=oracle.t_search,
                 time=time.perf_counter() - t_start, n_candidates=oracle.n_candidates,
                 n_active=oracle.n_active, n_restarts=n_restarts)

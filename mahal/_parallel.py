@@ -11,8 +11,7 @@ def single_threaded_blas():
     products, or their own threads).
 
     The ``threadpoolctl`` controller is built once per process: finding the loaded
-    BLAS libraries reads ``/proc/self/maps`` and took 2.2 ms per ``threadpool_limits``
-    call here, against 0.03 ms with the cached controller (a fit of iris takes ~20 ms).
+    BLAS libraries reads ``/proc/self/maps``, which is slow next to a small fit.
     """
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:

@@ -13,9 +13,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from . import _lmnn_kernels as K
-from ._lmnn_solver import _BLOCK_ELEMS, _sq_norms, lmnn_solve, select_target_neighbors
-from ._parallel import _n_threads, _Pool
+from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
+from ._lmnn_solver import lmnn_solve
+from ._parallel import _n_threads
 from ._validation import check_n_components, check_points, require_y
 from .base import MahalanobisMixin, initialize_components
 
@@ -53,10 +53,10 @@ def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
             f"all their classmates (m − 1 < n_neighbors) as target neighbours; "
             f"singletons only act as impostors.", UserWarning)
     if targets is None:
-        tn = select_target_neighbors(X, y_enc, n_neighbors)
+        targets = select_target_neighbors(X, y_enc, n_neighbors)
     else:
-        tn = np.asarray(targets, dtype=np.int64)
-    return classes, y_enc, tn
+        targets = np.asarray(targets, dtype=np.int64)
+    return classes, y_enc, targets
 
 
 class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
@@ -69,7 +69,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         min_L (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
 
     with ``μ = regularization`` and ``d_ij = ‖L(x_i − x_j)‖²``. Solved with L-BFGS on
-    ``L`` with exact loss and gradient (see the module docstring).
+    ``L`` with exact loss and gradient (see :mod:`mahal._lmnn_solver`).
 
     The margin is 1 in absolute units, so the scale of ``X`` matters: standardise
     features (or e.g. map pixels to [0, 1]) first. Differences from metric-learn
@@ -90,9 +90,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Initial ``L``; see :func:`mahal.base.initialize_components`. 'auto' is
         'lda' when ``n_components ≤ n_classes − 1``, else 'pca' when
         ``n_components < n_features``, else identity (which for full rank gives
-        the same distances as 'pca', pylmnn's default). Measured on letter
-        (full rank): 'lda' (the 'auto' choice there) 3.55% and 'identity' 3.60%
-        3-NN test error.
+        the same distances as 'pca', pylmnn's default).
     max_iter : int, default=50
         Maximum number of L-BFGS iterations (over all smoothing stages).
     tol : float, default=1e-5
@@ -106,20 +104,12 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         points in the learned space, and the next pass continues from the learned
         ``L`` with them; stops early when the target neighbours no longer change.
         Each pass runs up to ``max_iter`` iterations. Helps where the input space's
-        nearest classmates are poor targets; choose it by cross-validation.
-        Measured 3-NN test errors: balance (mean of 100 random 70/30 splits)
-        17.29% with 1 pass, 5.26% with ``n_passes`` chosen among 1, 2, 4, 8 by
-        3-fold CV on each training split; letter 3.55% with 1 pass, 2.20% with
-        the 4 passes CV chose among 1, 2, 4; but iris 3.87% against 4.11% and
-        wine 2.33% against 2.44% with the CV choice.
+        nearest classmates are poor targets (e.g. balance, letter), can cost a
+        little elsewhere; choose it by cross-validation.
     smoothing : sequence of float, default=(1.0, 0.1, 0.0)
         Widths of the Huber-smoothed hinge in successive L-BFGS stages; the last
-        stage should be 0 (the exact hinge). Measured: ``(1, 0)`` gives test
-        errors within a test point (wine 2.59% for both over 10 splits, letter
-        3.57% against 3.55%: 1 of 4000);
-        on 4 small problems (42 points) both reach the SDP optimum to within
-        0.1%. (With scipy's L-BFGS-B in place of this solver's own line search,
-        ``(1, 0)`` had stopped 5% above the optimum on such a problem.)
+        stage should be 0 (the exact hinge). The smoothed stages give L-BFGS a
+        smooth function to build its model on before the exact hinge.
     random_state : int, RandomState or None
         For ``init='random'``; the solver itself is deterministic.
     verbose : bool, default=False
@@ -203,7 +193,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
-        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k)
+        self.classes_, y_enc, targets = _prepare_targets(self, X, y, k)
         L = initialize_components(n_components, X, y_enc, self.init,
                                   self.random_state)
         n_iter = n_passes = 0
@@ -212,16 +202,16 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         for p in range(self.n_passes):
             if p > 0:
                 # multi-pass: new target neighbours in the learned space
-                tn_new = select_target_neighbors(X @ L.T, y_enc, k)
-                n_changed = int(np.count_nonzero(np.any(tn_new != tn, axis=1)))
+                new_targets = select_target_neighbors(X @ L.T, y_enc, k)
+                n_changed = int(np.count_nonzero(np.any(new_targets != targets, axis=1)))
                 if self.verbose:
                     print(f"[{type(self).__name__}] Pass {p + 1}: {n_changed} "
                           f"points have new target neighbours.")
                 if n_changed == 0:
                     break
-                tn = tn_new
+                targets = new_targets
             L, it, converged, info = lmnn_solve(
-                X, y_enc, tn, L, mu=mu, max_iter=self.max_iter, tol=self.tol,
+                X, y_enc, targets, L, mu=mu, max_iter=self.max_iter, tol=self.tol,
                 smoothing=self.smoothing, verbose=self.verbose,
                 n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
             n_iter += it
@@ -240,7 +230,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.components_ = L
         self.n_iter_ = n_iter
         self.n_passes_ = n_passes
-        self.target_neighbors_ = tn
+        self.target_neighbors_ = targets
         return self
 
 
@@ -328,25 +318,16 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         self.metric_learner_ = learner
         # the learner's own targets if it has them for these points (after
         # multi-pass: chosen in the learned space), so they are not searched twice
-        learned_tn = getattr(learner, "target_neighbors_", None)
-        if np.shape(learned_tn) != (X.shape[0], k):
-            learned_tn = None
-        self.classes_, y_enc, tn = _prepare_targets(self, X, y, k, learned_tn)
+        learned_targets = getattr(learner, "target_neighbors_", None)
+        if np.shape(learned_targets) != (X.shape[0], k):
+            learned_targets = None
+        self.classes_, y_enc, targets = _prepare_targets(self, X, y, k, learned_targets)
         G = np.asarray(learner.components_, dtype=np.float64)
         if G.shape[1] != X.shape[1]:
             raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
                              f"{X.shape[1]}.")
-        order = np.argsort(y_enc, kind="stable")
-        self._Z = np.ascontiguousarray(X[order] @ G.T)
-        self._y = np.ascontiguousarray(y_enc[order])
-        inv = np.empty_like(order)
-        inv[order] = np.arange(order.shape[0])
-        tn_sorted = np.where(tn[order] >= 0, inv[np.maximum(tn[order], 0)], -1)
-        self._tn = np.ascontiguousarray(tn_sorted, dtype=np.int64)
-        Zi = self._Z[:, None, :] - self._Z[np.maximum(self._tn, 0)]
-        self._dt = np.where(self._tn >= 0, np.einsum("nkr,nkr->nk", Zi, Zi), 0.0)
-        counts = np.bincount(self._y, minlength=self.classes_.shape[0])
-        self._class_start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self._training_side = prepare_energy(X @ G.T, y_enc, targets,
+                                             self.classes_.shape[0])
         self._components = G
         self._mu = float(mu)
         self._k = k
@@ -366,25 +347,8 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "classes_")
         X = check_points(self, X, reset=False)
-        Zt = X @ self._components.T
-        m, n = Zt.shape[0], self._Z.shape[0]
-        C = self.classes_.shape[0]
-        E = np.empty((m, C))
-        zn = _sq_norms(self._Z)
-        step = max(1, _BLOCK_ELEMS // max(1, n))
-        pool = _Pool(_n_threads(self.n_jobs))
-        try:
-            for s in range(0, m, step):
-                Zb = Zt[s:s + step]
-                D = _sq_norms(Zb)[:, None] + zn[None, :] - 2.0 * (Zb @ self._Z.T)
-                np.maximum(D, 0.0, out=D)
-                out = E[s:s + step]
-                pool.map(lambda rg: K.energy_block(
-                    D, self._y, self._class_start, self._k, self._dt, self._tn,
-                    self._mu, rg[0], rg[1], out), pool.ranges(D.shape[0], 64))
-        finally:
-            pool.close()
-        return E
+        return lmnn_energy(self._training_side, X @ self._components.T, self._k,
+                           self._mu, n_threads=_n_threads(self.n_jobs))
 
     def predict(self, X):
         """Label of minimal energy for every point.

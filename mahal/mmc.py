@@ -72,8 +72,7 @@ __all__ = ["MMC", "MMC_Supervised"]
 # _SAMPLED_PAIRS, and at most _SAMPLED_FLOPS / d² (an explicit pair costs O(d²) per
 # iteration), but never fewer than metric-learn's 20·n_classes². The diagonal Newton
 # solver needs the Hessian Σ_D w q qᵀ, O(m d²) per iteration with no implicit
-# shortcut, hence its smaller budgets (on digits, 10⁵ pairs of each kind took 4×
-# as long as 2·10⁴ for a k-means ARI within noise: 0.396 ± 0.020 vs 0.378 ± 0.026).
+# shortcut, hence its smaller budgets (measurements: docs/solver_notes.rst).
 _ALL_PAIRS_MAX = 2_000_000
 _SAMPLED_PAIRS = 200_000
 _ALL_PAIRS_MAX_DIAG = 50_000      # n ≤ 316
@@ -262,8 +261,7 @@ def _spg_trace(oracle, M0, max_iter, tol, printer, memory=10):
 
     Stops when the certified relative gap is ≤ ``tol``, or when the best objective
     (of ``M / tr M``) rose by less than a relative ``tol`` over the last ``memory``
-    iterations: the Frank–Wolfe gap is a loose bound near low-rank optima (on
-    isolet it was 1e-3 when the true gap was 1e-7).
+    iterations: the Frank–Wolfe gap is a loose bound near low-rank optima.
 
     Returns ``(M, n_iter, converged)``: the best iterate, scaled to ``tr M = 1``.
     """
@@ -440,9 +438,8 @@ def _single_threaded_blas(fit):
 
     MMC's BLAS calls are many small blocked products (e.g. 256 × n × d) and small
     eigen-decompositions: thread start-up and spin-waiting cost more than they save,
-    and on a busy machine multi-threaded OpenBLAS made them up to 25x slower (measured:
-    17 ms vs 440 ms per objective evaluation on digits). scikit-learn's KMeans limits
-    BLAS threads in its chunked loops for the same reason.
+    most of all on a busy machine. scikit-learn's KMeans limits BLAS threads in its
+    chunked loops for the same reason.
     """
     @functools.wraps(fit)
     def wrapper(*args, **kwargs):
@@ -617,7 +614,7 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         None uses **all** pairs when there are at most 2·10⁶ of them
         (``n_samples ≤ 2000``): the full solver then never materialises the pairs
         (distances come in row blocks of a Gram matrix, O(n² d) per iteration), so
-        this is both the most faithful and fast (digits, 1257 points: about 0.3 s).
+        this is both the most faithful and fast.
         Larger data sample ``min(2·10⁵, 2·10⁹ / d²)`` pairs of each kind (an
         explicit pair costs O(d²) per iteration), but at least metric-learn's
         ``20 · n_classes²``. With ``diagonal=True`` the Newton solver needs an

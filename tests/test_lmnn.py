@@ -13,12 +13,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import LMNN, LMNNEnergyClassifier
-from mahal._lmnn_solver import (
-    find_impostors,
-    lmnn_loss_grad,
-    lmnn_solve,
-    select_target_neighbors,
-)
+from mahal._lmnn_neighbors import find_impostors, select_target_neighbors
+from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
 from mahal._parallel import _Pool
 
 
@@ -591,11 +587,11 @@ def test_add_missed_kernel(smooth):
                  if ((Z[i] - Z[l]) ** 2).sum() < radius[i])
     assert expect > 10
     U0 = np.zeros((1, 3))
-    got = K.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, prob.tn,
+    got = K.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, prob.target_neighbors,
                        prob.mu, smooth, U0, False)
     assert got[0] == expect and not U0.any()
     # a graph holds all of its own pairs
-    assert K.add_missed(new_ptr, new_idx, new_ptr, new_idx, Z, radius, prob.tn,
+    assert K.add_missed(new_ptr, new_idx, new_ptr, new_idx, Z, radius, prob.target_neighbors,
                         prob.mu, smooth, U0, False)[0] == 0
     # patch: old ∪ new evaluated directly against old + the missed terms
     both = [np.union1d(o, w) for o, w in zip(old_rows, new_rows)]
@@ -604,7 +600,7 @@ def test_add_missed_kernel(smooth):
     f_b, U_b, act_b, _ = prob.weights(Z, b_ptr, b_idx, smooth)
     f_o, U_o, act_o, _ = prob.weights(Z, old_ptr, old_idx, smooth)
     n_miss, df, dact = K.add_missed(old_ptr, old_idx, b_ptr, b_idx, Z, radius,
-                                    prob.tn, prob.mu, smooth, U_o, True)
+                                    prob.target_neighbors, prob.mu, smooth, U_o, True)
     assert n_miss == expect and dact > 0
     assert f_o + df == pytest.approx(f_b, rel=1e-12)
     assert act_o + dact == act_b
@@ -643,10 +639,10 @@ def test_line_oracle_is_exact(low_precision, serial):
         assert Q.dtype == (np.float32 if low_precision else np.float64)
         f, dphi = oracle.trial(alpha)
         Zt = oracle.Z + alpha * Q.astype(np.float64)
-        ft, Ut, _, _ = oracle.prob.weights(Zt, oracle.indptr, oracle.indices, 0.0)
+        ft, Ut, _, _ = oracle.problem.weights(Zt, oracle.indptr, oracle.indices, 0.0)
         assert f == pytest.approx(ft, rel=1e-12)
         assert dphi == pytest.approx(2 * np.vdot(Ut, Q.astype(np.float64)), rel=1e-10)
-        f0, g0, _ = oracle.prob.loss_grad(oracle.prob.transform(L + alpha * P),
+        f0, g0, _ = oracle.problem.loss_grad(oracle.problem.transform(L + alpha * P),
                                           oracle.indptr, oracle.indices, 0.0)
         assert f == pytest.approx(f0, rel=rel / 10)
         assert dphi == pytest.approx(np.vdot(g0, P), rel=rel)
@@ -685,7 +681,7 @@ def test_trial_point_carries_its_screening_inputs():
         np.testing.assert_array_equal(Z32, oracle._Zt.astype(np.float32))
         np.testing.assert_allclose(oracle._Zt, Zt, rtol=1e-14, atol=1e-12)
         np.testing.assert_allclose(norms, (Zt ** 2).sum(1), rtol=1e-12)
-        ft = oracle.prob.weights(Zt, oracle.indptr, oracle.indices, 0.0)[0]
+        ft = oracle.problem.weights(Zt, oracle.indptr, oracle.indices, 0.0)[0]
         assert f == pytest.approx(ft, rel=1e-12)
 
 
@@ -722,9 +718,9 @@ def test_find_impostors_chunked_scan_matches_bruteforce(n):
     # The blocked search's scan (700 points) and the one-pass search of small
     # problems (200 points: n² r below _SMALL_SEARCH), both with many pairs and
     # buffer growth, equal a dense check; max_pairs gives up.
-    from mahal import _lmnn_solver as lmnn_module
+    from mahal import _lmnn_neighbors
 
-    assert (n * n * 3 <= lmnn_module._SMALL_SEARCH) == (n == 200)
+    assert (n * n * 3 <= _lmnn_neighbors._SMALL_SEARCH) == (n == 200)
     rng = np.random.default_rng(5)
     Z = rng.normal(size=(n, 3))
     y = rng.integers(0, 4, size=n).astype(np.int64)
