@@ -298,9 +298,11 @@ def main():
     ap.add_argument("--passes", default=None,
                     help="with --paper: comma-separated n_passes values; adds "
                          "multi-pass LMNN with n_passes chosen by 3-fold CV")
-    ap.add_argument("--params", default="{}", help="JSON dict of LMNN parameters")
+    ap.add_argument("--params", default="{}",
+                    help="JSON dict of LMNN parameters (n_jobs defaults to -1: all "
+                         "cores)")
     a = ap.parse_args()
-    params = json.loads(a.params)
+    params = {"n_jobs": -1, **json.loads(a.params)}
     if a.paper:
         passes = [int(v) for v in a.passes.split(",")] if a.passes else None
         paper(a.datasets, a.splits, params, passes)

@@ -9,7 +9,7 @@ Used by the solver (:mod:`mahal._lmnn_solver`) and the estimators.
 import numpy as np
 
 from . import _lmnn_kernels as kernels
-from ._parallel import _SERIAL, _Pool
+from ._parallel import SERIAL, RowChunkPool, blas_threads
 
 _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
@@ -63,7 +63,7 @@ def _sq_norms(Z):
     return np.einsum("ij,ij->i", Z, Z)
 
 
-def find_impostors(Z, y, rho2, pool=_SERIAL, low_precision=False, max_pairs=None):
+def find_impostors(Z, y, rho2, pool=SERIAL, low_precision=False, max_pairs=None):
     """Directed impostor candidates: ``i → l`` with ``y_l ≠ y_i`` and
     ``‖z_i − z_l‖² < rho2[i]``.
 
@@ -77,7 +77,7 @@ def find_impostors(Z, y, rho2, pool=_SERIAL, low_precision=False, max_pairs=None
     y : ndarray of shape (n,), int64
     rho2 : ndarray of shape (n,)
         Squared search radius of every point.
-    pool : _Pool
+    pool : RowChunkPool
         Threads for the blocks.
     low_precision : bool, default=False
         Compute the dot products in float32 (twice as fast). Only for enlarged
@@ -190,21 +190,28 @@ def lmnn_energy(training_side, Z_test, n_neighbors, mu, n_threads=1):
     class, against ``training_side`` from :func:`prepare_energy`; in row blocks of
     the test-to-training distances, never ``n_test × n`` at once for large data."""
     Z, y, target_neighbors, target_dist, class_start = training_side
-    m, n = Z_test.shape[0], Z.shape[0]
-    E = np.empty((m, class_start.shape[0] - 1))
-    train_norms = _sq_norms(Z)
-    step = max(1, _BLOCK_ELEMS // max(1, n))
-    pool = _Pool(n_threads)
+    E = np.empty((Z_test.shape[0], class_start.shape[0] - 1))
+    pool = RowChunkPool(n_threads)
     try:
-        for s in range(0, m, step):
-            Z_block = Z_test[s:s + step]
-            D = (_sq_norms(Z_block)[:, None] + train_norms[None, :]
-                 - 2.0 * (Z_block @ Z.T))
-            np.maximum(D, 0.0, out=D)
-            out = E[s:s + step]
-            pool.map(lambda chunk: kernels.energy_block(
-                D, y, class_start, n_neighbors, target_dist, target_neighbors, mu,
-                chunk[0], chunk[1], out), pool.ranges(D.shape[0], 64))
+        with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
+            _energy_blocks(Z, y, target_neighbors, target_dist, class_start, Z_test,
+                           n_neighbors, mu, pool, E)
     finally:
         pool.close()
     return E
+
+
+def _energy_blocks(Z, y, target_neighbors, target_dist, class_start, Z_test,
+                   n_neighbors, mu, pool, E):
+    m, n = Z_test.shape[0], Z.shape[0]
+    train_norms = _sq_norms(Z)
+    step = max(1, _BLOCK_ELEMS // max(1, n))
+    for s in range(0, m, step):
+        Z_block = Z_test[s:s + step]
+        D = (_sq_norms(Z_block)[:, None] + train_norms[None, :]
+             - 2.0 * (Z_block @ Z.T))
+        np.maximum(D, 0.0, out=D)
+        out = E[s:s + step]
+        pool.map(lambda chunk: kernels.energy_block(
+            D, y, class_start, n_neighbors, target_dist, target_neighbors, mu,
+            chunk[0], chunk[1], out), pool.ranges(D.shape[0], 64))

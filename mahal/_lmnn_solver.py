@@ -47,7 +47,6 @@ Design (the measurements behind each choice are in ``docs/solver_notes.rst``):
   kernels as a single compiled call (fixed costs dominate there).
 """
 
-import contextlib
 import sys
 import time
 
@@ -57,7 +56,7 @@ from sklearn.preprocessing import LabelEncoder
 from . import _lmnn_kernels as kernels
 from ._lmnn_neighbors import _sq_norms, find_impostors
 from ._optimize import lbfgs
-from ._parallel import _SERIAL, _Pool, single_threaded_blas
+from ._parallel import SERIAL, RowChunkPool, blas_threads
 
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period. (Missed pairs are
@@ -112,7 +111,7 @@ def _transpose_targets(targets):
 class _Problem:
     """Data of one LMNN problem and the exact loss/gradient for a candidate graph."""
 
-    def __init__(self, X, y, targets, mu, pool=_SERIAL):
+    def __init__(self, X, y, targets, mu, pool=SERIAL):
         self.Xc = np.ascontiguousarray(X - X.mean(axis=0), dtype=np.float64)
         self.y = np.asarray(y, dtype=np.int64)
         self.target_neighbors = np.ascontiguousarray(targets, dtype=np.int64)
@@ -514,17 +513,9 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
     """
     r, d = L0.shape
     # Threads only pay off from a few thousand rows each.
-    pool = _Pool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
-    # Below 2 × _ROWS_PER_THREAD rows the kernels never run threaded (whatever
-    # n_jobs), so BLAS keeps its own threads for the products: nothing competes with
-    # them for the cores. From there on the kernels may run on the pool's
-    # threads, and BLAS is limited to one thread, so that two pools never spin
-    # against each other. The choice depends on the size only, so results do not
-    # depend on n_jobs.
-    blas = (contextlib.nullcontext() if X.shape[0] < 2 * _ROWS_PER_THREAD
-            else single_threaded_blas())
+    pool = RowChunkPool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
     try:
-        with blas:
+        with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
             return _lmnn_lbfgs(_Problem(X, y, target_neighbors, mu, pool), L0,
                                max_iter, tol, _smoothing_schedule(smoothing), verbose,
                                slack, max_period, name)

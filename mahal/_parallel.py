@@ -1,14 +1,57 @@
-"""Threads shared by the learners: a pool for row-chunk tasks, thread counts, BLAS limits."""
+"""Threads shared by the learners: thread counts, the row-chunk pool, BLAS's threads.
+
+One policy for every learner:
+
+- ``n_jobs`` has scikit-learn's meaning (:func:`n_threads_for`): None is one thread
+  unless a joblib ``parallel_config`` / ``parallel_backend`` context says otherwise,
+  −1 is all cores, ``-2`` all but one.
+- A learner's compiled kernels release the GIL and run on row chunks on a
+  :class:`RowChunkPool` of Python threads. The chunks do not depend on the number of
+  threads, so results do not either.
+- BLAS (:func:`blas_threads`) is limited to one thread during a fit when the learner
+  has a single thread (``n_jobs=1``, the default) or when its own kernels run on
+  several threads (two thread pools must not spin against each other on the same
+  cores); otherwise BLAS keeps its own setting for the matrix products.
+
+(numba's ``prange`` with ``numba.set_num_threads`` was measured against this pool on
+the same chunks and was slower; see ``docs/solver_notes.rst``.)
+"""
+
+import contextlib
+import os
 
 import numpy as np
 
+CHUNK_ROWS = 2048  # rows per task of the row-chunk kernels
+
 _BLAS_CONTROLLER = None
-_CHUNK_ROWS = 2048  # rows per task of the loss kernels
+
+
+def n_threads_for(n_jobs):
+    """Number of threads for ``n_jobs``, as scikit-learn counts jobs.
+
+    ``None`` means 1 unless inside a joblib ``parallel_config`` (or
+    ``parallel_backend``) context that sets ``n_jobs``; ``-1`` means all cores,
+    ``-2`` all but one, and so on. Never more than the number of cores.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        scikit-learn's ``n_jobs``.
+
+    Returns
+    -------
+    n_threads : int
+        At least 1.
+    """
+    from joblib import effective_n_jobs
+
+    n_cpu = os.cpu_count() or 1
+    return max(1, min(int(effective_n_jobs(n_jobs)), n_cpu))
 
 
 def single_threaded_blas():
-    """Context manager that limits BLAS to one thread (for fits that run many small
-    products, or their own threads).
+    """Context manager that limits BLAS to one thread.
 
     The ``threadpoolctl`` controller is built once per process: finding the loaded
     BLAS libraries reads ``/proc/self/maps``, which is slow next to a small fit.
@@ -21,53 +64,67 @@ def single_threaded_blas():
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
-class _Pool:
+def blas_threads(n_threads, kernels_threaded=False):
+    """BLAS's threads during a fit, the same rule for every learner.
+
+    Parameters
+    ----------
+    n_threads : int
+        The learner's threads (from :func:`n_threads_for`).
+    kernels_threaded : bool, default=False
+        Whether the learner's own kernels run on several threads.
+
+    Returns
+    -------
+    context : context manager
+        BLAS limited to one thread if ``n_threads == 1`` or ``kernels_threaded``;
+        else a no-op (BLAS keeps its own setting).
+    """
+    if n_threads == 1 or kernels_threaded:
+        return single_threaded_blas()
+    return contextlib.nullcontext()
+
+
+class RowChunkPool:
     """Run independent row-chunk tasks on ``n_threads`` Python threads.
 
-    The numba kernels release the GIL, and BLAS is limited to one thread during a
-    ``fit`` that uses the pool's threads, so the threads run truly in parallel
+    The numba kernels release the GIL, and BLAS is limited to one thread while the
+    pool's threads run (:func:`blas_threads`), so the threads run truly in parallel
     without two thread pools spinning against each other. Results keep task order.
+
+    Parameters
+    ----------
+    n_threads : int, default=1
+        Number of threads (1: the tasks run in the calling thread).
     """
 
     def __init__(self, n_threads=1):
         self.n_threads = max(1, int(n_threads))
-        self._ex = None
+        self._executor = None
         if self.n_threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._ex = ThreadPoolExecutor(self.n_threads)
+            self._executor = ThreadPoolExecutor(self.n_threads)
 
     def map(self, fn, tasks):
-        if self._ex is None or len(tasks) <= 1:
+        """``[fn(task) for task in tasks]``, on the pool's threads."""
+        if self._executor is None or len(tasks) <= 1:
             return [fn(t) for t in tasks]
-        return list(self._ex.map(fn, tasks))
+        return list(self._executor.map(fn, tasks))
 
     def ranges(self, n, min_rows=None):
-        """Row chunks (of at least ``_CHUNK_ROWS`` rows); they do not depend on the
-        number of threads, so that sums over chunks (and hence results) are the
-        same for any ``n_jobs``."""
-        n_chunks = min(32, max(1, n // (min_rows or _CHUNK_ROWS)))
+        """Row chunks ``(start, stop)`` of at least ``min_rows`` (default
+        ``CHUNK_ROWS``) rows; they do not depend on the number of threads, so that
+        sums over chunks (and hence results) are the same for any ``n_jobs``."""
+        n_chunks = min(32, max(1, n // (min_rows or CHUNK_ROWS)))
         bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
         return [(int(bounds[c]), int(bounds[c + 1])) for c in range(n_chunks)]
 
     def close(self):
-        if self._ex is not None:
-            self._ex.shutdown()
-            self._ex = None
+        """Stop the threads."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
 
-
-
-_SERIAL = _Pool(1)
-
-
-def _n_threads(n_jobs):
-    """Number of worker threads for ``n_jobs`` (None or −1: all cores)."""
-    import os
-
-    n_cpu = os.cpu_count() or 1
-    if n_jobs is None:
-        return n_cpu
-    if n_jobs < 0:
-        return max(1, n_cpu + 1 + n_jobs)
-    return max(1, min(int(n_jobs), n_cpu))
+SERIAL = RowChunkPool(1)

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
 from ._lmnn_solver import lmnn_solve
-from ._parallel import _n_threads
+from ._parallel import n_threads_for
 from ._validation import check_n_components, check_points, require_y
 from .base import MahalanobisMixin, initialize_components
 
@@ -115,14 +115,17 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
     verbose : bool, default=False
         Print an iteration table.
     preprocessor : array-like or callable, optional
-    n_jobs : int, optional
-        Number of threads for the compiled kernels (None or −1: all cores); the
-        threads split the rows, at most one thread per 4096 training points, as
-        smaller shares cost more in hand-offs than they save. BLAS's own threads
-        (set with ``threadpoolctl`` or ``OMP_NUM_THREADS``) run the matrix
-        products of fits below 8192 points; from there on BLAS is limited to one
-        thread during ``fit``. Results do not depend on ``n_jobs``; BLAS's thread
-        count may change their last bits, as for any BLAS-based estimator.
+    n_jobs : int, default=None
+        Number of threads, as in scikit-learn: None means 1 unless in a
+        :func:`joblib.parallel_config` context, −1 means all cores. The compiled
+        kernels split the rows among the threads, at most one thread per 4096
+        training points (smaller shares cost more in hand-offs than they save).
+        With one thread BLAS is limited to one thread during ``fit`` too; with
+        more, BLAS keeps its own threads (set with ``threadpoolctl`` or
+        ``OMP_NUM_THREADS``) while the kernels run serially, and is limited to one
+        thread while they run on several (see :mod:`mahal._parallel`). Results do
+        not depend on ``n_jobs``; BLAS's thread count may change their last bits,
+        as for any BLAS-based estimator.
 
     Attributes
     ----------
@@ -213,7 +216,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
             L, it, converged, info = lmnn_solve(
                 X, y_enc, targets, L, mu=mu, max_iter=self.max_iter, tol=self.tol,
                 smoothing=self.smoothing, verbose=self.verbose,
-                n_threads=_n_threads(self.n_jobs), name=type(self).__name__)
+                n_threads=n_threads_for(self.n_jobs), name=type(self).__name__)
             n_iter += it
             n_passes += 1
             all_converged = all_converged and converged
@@ -265,8 +268,10 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
     regularization : float in (0, 1), default=0.5
         ``μ`` of the energy (and of the default LMNN).
     prefit : bool, default=False
-    n_jobs : int, optional
-        Threads for the energies (and the default LMNN).
+    n_jobs : int, default=None
+        Threads for the energies (and the default LMNN), as in scikit-learn: None
+        means 1 unless in a :func:`joblib.parallel_config` context, −1 means all
+        cores.
 
     Attributes
     ----------
@@ -348,7 +353,7 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         X = check_points(self, X, reset=False)
         return lmnn_energy(self._training_side, X @ self._components.T, self._k,
-                           self._mu, n_threads=_n_threads(self.n_jobs))
+                           self._mu, n_threads=n_threads_for(self.n_jobs))
 
     def predict(self, X):
         """Label of minimal energy for every point.

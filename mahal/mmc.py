@@ -48,7 +48,6 @@ How it is solved here (see :func:`_mmc_solve`)
   direction is the constrained optimum's.
 """
 
-import functools
 import numbers
 import time
 import warnings
@@ -62,7 +61,7 @@ from ._mmc_kernels import cross_class_weights, project_trace_psd
 from ._validation import check_points, require_y
 from .constraints import Constraints
 from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
-from ._parallel import single_threaded_blas
+from ._parallel import blas_threads
 from .linalg import components_from_metric
 
 __all__ = ["MMC", "MMC_Supervised"]
@@ -226,7 +225,7 @@ def _whitening(C_S, C_D, diagonal):
             f"{int(pos.sum())} of {d} dimensions), so the objective grows without "
             "limit. Returning the limiting metric, supported on those directions "
             "(similar pairs get distance 0). Add similar pairs, or reduce the "
-            "dimension (e.g. PCA) first.", UserWarning, stacklevel=6)
+            "dimension (e.g. PCA) first.", UserWarning, stacklevel=5)
         return N, N, True
     R, s = U[:, pos], np.sqrt(lam[pos])
     return R / s, R * s, False
@@ -418,7 +417,7 @@ def _mmc_solve(C_S, C_D, make_oracle, A0, *, diagonal, diagonal_c, max_iter, tol
     if not converged:
         warnings.warn(f"[{name}] MMC did not converge within max_iter={max_iter} "
                       f"iterations (tol={tol}); increase max_iter.",
-                      ConvergenceWarning, stacklevel=5)
+                      ConvergenceWarning, stacklevel=4)
     return 0.5 * (A + A.T), max(n_iter, 1)
 
 
@@ -431,22 +430,6 @@ def _mmc_objective(A, pairs, y):
 
 # ---------------------------------------------------------------------------
 # Estimators
-
-
-def _single_threaded_blas(fit):
-    """Run ``fit`` with single-threaded BLAS.
-
-    MMC's BLAS calls are many small blocked products (e.g. 256 × n × d) and small
-    eigen-decompositions: thread start-up and spin-waiting cost more than they save,
-    most of all on a busy machine. scikit-learn's KMeans limits BLAS threads in its
-    chunked loops for the same reason.
-    """
-    @functools.wraps(fit)
-    def wrapper(*args, **kwargs):
-        with single_threaded_blas():
-            return fit(*args, **kwargs)
-
-    return wrapper
 
 
 def _check_params(est):
@@ -472,10 +455,14 @@ class _MMCSolverMixin:
 
     def _solve(self, C_S, C_D, make_oracle, points):
         A0 = initialize_metric(points, self.init, random_state=self.random_state)
-        A, n_iter = _mmc_solve(C_S, C_D, make_oracle, A0, diagonal=bool(self.diagonal),
-                               diagonal_c=float(self.diagonal_c),
-                               max_iter=int(self.max_iter), tol=float(self.tol),
-                               verbose=self.verbose, name=type(self).__name__)
+        # MMC runs on one thread (its BLAS calls are many small blocked products
+        # and eigen-decompositions, where BLAS's threads cost more than they save)
+        with blas_threads(n_threads=1):
+            A, n_iter = _mmc_solve(C_S, C_D, make_oracle, A0,
+                                   diagonal=bool(self.diagonal),
+                                   diagonal_c=float(self.diagonal_c),
+                                   max_iter=int(self.max_iter), tol=float(self.tol),
+                                   verbose=self.verbose, name=type(self).__name__)
         self.components_ = components_from_metric(A)
         self.n_iter_ = int(n_iter)
 
@@ -563,7 +550,6 @@ default='identity'
         self.preprocessor = preprocessor
         self.random_state = random_state
 
-    @_single_threaded_blas
     def fit(self, pairs, y, calibration_params=None):
         """Learn the metric from labelled pairs.
 
@@ -662,7 +648,6 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         tags.target_tags.required = True
         return tags
 
-    @_single_threaded_blas
     def fit(self, X, y):
         """Learn the metric from points ``X`` and their class labels ``y``.
 

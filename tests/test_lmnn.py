@@ -15,7 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from mahal import LMNN, LMNNEnergyClassifier
 from mahal._lmnn_neighbors import find_impostors, select_target_neighbors
 from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
-from mahal._parallel import _Pool
+from mahal._parallel import RowChunkPool
 
 
 # ---------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_impostor_search_equals_brute_force(n_threads):
     D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
     want = {(i, l) for i, l in zip(*np.nonzero((D < rho2[:, None])
                                                 & (y[:, None] != y[None])))}
-    pool = _Pool(n_threads)
+    pool = RowChunkPool(n_threads)
     try:
         src, dst = find_impostors(Z, y, rho2, pool=pool)
         assert set(zip(src.tolist(), dst.tolist())) == want
@@ -460,7 +460,7 @@ def test_deterministic_and_pickle(float32_products, monkeypatch):
     X, y = _blobs(1200, 4, 3, 11)
     # several row chunks, and threads even for this small problem
     monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
-    monkeypatch.setattr(_parallel, "_CHUNK_ROWS", 256)
+    monkeypatch.setattr(_parallel, "CHUNK_ROWS", 256)
     monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
     monkeypatch.setattr(lmnn_module, "_THREADED_FLOPS", 1)  # products, axpys too
     monkeypatch.setattr(lmnn_module, "_THREADED_ELEMS", 1)
@@ -685,11 +685,12 @@ def test_trial_point_carries_its_screening_inputs():
         assert f == pytest.approx(ft, rel=1e-12)
 
 
-@pytest.mark.parametrize("n, limited", [(600, False), (8192, True)])
-def test_blas_keeps_its_threads_only_below_8192_points(n, limited, monkeypatch):
-    # Below 2 × _ROWS_PER_THREAD points the kernels never run threaded and BLAS
-    # keeps its own threads for the products; from there on it is limited to one
-    # thread during the solve (the pool's threads would compete with it).
+@pytest.mark.parametrize("n, n_jobs, limited", [(600, 1, True), (600, 2, False),
+                                                (8192, 2, True)])
+def test_blas_threads_follow_the_shared_policy(n, n_jobs, limited, monkeypatch):
+    # One thread (n_jobs=1): BLAS too is limited to one. With more, BLAS keeps its
+    # own threads while the kernels run serially (below 2 × 4096 points) and is
+    # limited to one while they run on the pool's threads.
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from mahal import _lmnn_solver as lmnn_module
@@ -709,7 +710,7 @@ def test_blas_keeps_its_threads_only_below_8192_points(n, limited, monkeypatch):
     with threadpool_limits(2, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         outside = blas_threads()
-        LMNN(max_iter=2).fit(X, y)
+        LMNN(max_iter=2, n_jobs=n_jobs).fit(X, y)
     assert seen == [[1] * len(outside) if limited else outside]
 
 
