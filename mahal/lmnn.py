@@ -4,34 +4,48 @@ The estimators :class:`LMNN` and :class:`LMNNEnergyClassifier`; the solver is in
 :mod:`mahal._lmnn_solver`.
 """
 
-import numbers
 import time
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import (BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context,
+                          clone)
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
 from ._lmnn_solver import lmnn_solve
 from ._parallel import n_threads_for
-from ._validation import check_n_components, check_points, require_y
+from ._validation import IntAtLeast, check_n_components, check_points, require_y
 from .base import MahalanobisMixin, initialize_components
 
 
-def _check_positive_int(value, name, minimum=1):
-    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-            or value < minimum):
-        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {value!r}.")
-    return int(value)
+class _HingeWidths(Options):
+    """A non-empty sequence of finite Huber widths ≥ 0 (``smoothing``).
+
+    (An ``Options`` for scikit-learn's constraint machinery, which takes only its
+    own constraint types; the test is this class's own.)
+    """
+
+    def __init__(self):
+        super().__init__(object, set())
+
+    def is_satisfied_by(self, val):
+        try:
+            widths = np.asarray(val, dtype=float).ravel()
+        except (TypeError, ValueError):
+            return False
+        return (not isinstance(val, str) and widths.size > 0
+                and bool(np.all(np.isfinite(widths))) and bool(np.all(widths >= 0)))
+
+    def __str__(self):
+        return "a non-empty sequence of finite widths >= 0"
 
 
-def _check_regularization(mu):
-    """``μ`` (``regularization``) as a float in (0, 1)."""
-    if not isinstance(mu, numbers.Real) or not 0.0 < mu < 1.0:
-        raise ValueError(f"regularization must be a number in (0, 1); got {mu!r}.")
-    return float(mu)
+_N_JOBS = [Interval(Integral, None, -1, closed="right"),
+           IntAtLeast(1), None]
 
 
 def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
@@ -141,6 +155,22 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         −1 = none).
     """
 
+    _parameter_constraints = {
+        "n_neighbors": [IntAtLeast(1)],
+        "n_components": [IntAtLeast(1), None],
+        "init": [StrOptions({"auto", "pca", "lda", "identity", "random"}),
+                 "array-like"],
+        "max_iter": [IntAtLeast(1)],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "regularization": [Interval(Real, 0, 1, closed="neither")],
+        "n_passes": [IntAtLeast(1)],
+        "smoothing": [_HingeWidths(), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "preprocessor": ["array-like", callable, None],
+        "n_jobs": _N_JOBS,
+    }
+
     def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
                  tol=1e-5, regularization=0.5, n_passes=1, smoothing=(1.0, 0.1, 0.0),
                  random_state=None, verbose=False, preprocessor=None, n_jobs=None):
@@ -162,24 +192,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         tags.target_tags.required = True
         return tags
 
-    def _check_params(self):
-        k = _check_positive_int(self.n_neighbors, "n_neighbors")
-        _check_positive_int(self.max_iter, "max_iter")
-        _check_positive_int(self.n_passes, "n_passes")
-        mu = _check_regularization(self.regularization)
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a number ≥ 0; got {self.tol!r}.")
-        if self.smoothing is not None:
-            sm = np.asarray(self.smoothing, dtype=float).ravel()
-            if sm.size == 0 or np.any(~np.isfinite(sm)) or np.any(sm < 0):
-                raise ValueError("smoothing must be a non-empty sequence of widths ≥ "
-                                 f"0; got {self.smoothing!r}.")
-        if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral)
-                                        or self.n_jobs == 0):
-            raise ValueError(f"n_jobs must be None or a non-zero integer; got "
-                             f"{self.n_jobs!r}.")
-        return k, mu
-
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Fit the metric.
 
@@ -192,7 +205,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        k, mu = self._check_params()
+        k, mu = self.n_neighbors, float(self.regularization)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
@@ -286,6 +299,14 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
     :meth:`energy` returns the energies themselves.
     """
 
+    _parameter_constraints = {
+        "metric_learner": [HasMethods(["fit"]), None],
+        "n_neighbors": [IntAtLeast(1)],
+        "regularization": [Interval(Real, 0, 1, closed="neither")],
+        "prefit": ["boolean"],
+        "n_jobs": _N_JOBS,
+    }
+
     def __init__(self, metric_learner=None, n_neighbors=3, regularization=0.5,
                  prefit=False, n_jobs=None):
         self.metric_learner = metric_learner
@@ -294,6 +315,8 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         self.prefit = prefit
         self.n_jobs = n_jobs
 
+    # (the metric learner's own parameters are validated by its own fit)
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Fit (or take) the metric and store the transformed training set.
 
@@ -306,10 +329,7 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        from sklearn.base import clone
-
-        k = _check_positive_int(self.n_neighbors, "n_neighbors")
-        mu = _check_regularization(self.regularization)
+        k, mu = self.n_neighbors, float(self.regularization)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         if self.metric_learner is None:

@@ -48,17 +48,18 @@ How it is solved here (see :func:`_mmc_solve`)
   direction is the constrained optimum's.
 """
 
-import numbers
 import time
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._mmc_kernels import cross_class_weights, project_trace_psd
-from ._validation import check_points, require_y
+from ._validation import IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
 from ._parallel import blas_threads
@@ -225,7 +226,7 @@ def _whitening(C_S, C_D, diagonal):
             f"{int(pos.sum())} of {d} dimensions), so the objective grows without "
             "limit. Returning the limiting metric, supported on those directions "
             "(similar pairs get distance 0). Add similar pairs, or reduce the "
-            "dimension (e.g. PCA) first.", UserWarning, stacklevel=5)
+            "dimension (e.g. PCA) first.", UserWarning, stacklevel=6)
         return N, N, True
     R, s = U[:, pos], np.sqrt(lam[pos])
     return R / s, R * s, False
@@ -417,7 +418,7 @@ def _mmc_solve(C_S, C_D, make_oracle, A0, *, diagonal, diagonal_c, max_iter, tol
     if not converged:
         warnings.warn(f"[{name}] MMC did not converge within max_iter={max_iter} "
                       f"iterations (tol={tol}); increase max_iter.",
-                      ConvergenceWarning, stacklevel=4)
+                      ConvergenceWarning, stacklevel=5)
     return 0.5 * (A + A.T), max(n_iter, 1)
 
 
@@ -432,26 +433,21 @@ def _mmc_objective(A, pairs, y):
 # Estimators
 
 
-def _check_params(est):
-    def pos_int(name):
-        v = getattr(est, name)
-        if (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-
-    def pos_real(name):
-        v = getattr(est, name)
-        if (not isinstance(v, numbers.Real) or isinstance(v, bool)
-                or not np.isfinite(v) or v <= 0):
-            raise ValueError(f"{name} must be a positive number; got {v!r}.")
-
-    pos_int("max_iter")
-    pos_int("max_proj")
-    pos_real("tol")
-    pos_real("diagonal_c")
-
-
 class _MMCSolverMixin:
-    """``fit``'s common tail: initialise, call :func:`_mmc_solve`, store the result."""
+    """``fit``'s common tail: initialise, call :func:`_mmc_solve`, store the result;
+    and the parameters both estimators share."""
+
+    _parameter_constraints = {
+        "max_iter": [IntAtLeast(1)],
+        "max_proj": [IntAtLeast(1)],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "init": [StrOptions({"identity", "covariance", "random"}), "array-like"],
+        "diagonal": ["boolean"],
+        "diagonal_c": [Interval(Real, 0, None, closed="neither")],
+        "verbose": ["verbose"],
+        "preprocessor": ["array-like", callable, None],
+        "random_state": ["random_state"],
+    }
 
     def _solve(self, C_S, C_D, make_oracle, points):
         A0 = initialize_metric(points, self.init, random_state=self.random_state)
@@ -550,6 +546,7 @@ default='identity'
         self.preprocessor = preprocessor
         self.random_state = random_state
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, pairs, y, calibration_params=None):
         """Learn the metric from labelled pairs.
 
@@ -567,7 +564,6 @@ default='identity'
         -------
         self
         """
-        _check_params(self)
         pairs, y = self._validate_pairs_fit(pairs, y)
         pos = y == 1
         if not pos.any():
@@ -648,6 +644,12 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         tags.target_tags.required = True
         return tags
 
+    _parameter_constraints = {
+        **_MMCSolverMixin._parameter_constraints,
+        "n_constraints": [IntAtLeast(1), None],
+    }
+
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Learn the metric from points ``X`` and their class labels ``y``.
 
@@ -662,14 +664,9 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         -------
         self
         """
-        _check_params(self)
         name = type(self).__name__
         require_y(self, y)
         nc = self.n_constraints
-        if nc is not None and (not isinstance(nc, numbers.Integral)
-                               or isinstance(nc, bool) or nc < 1):
-            raise ValueError(f"n_constraints must be None or a positive integer; got "
-                             f"{nc!r}.")
         X, y = check_points(self, X, y, classification=True)
         _, codes = np.unique(y, return_inverse=True)
         codes = codes.ravel().astype(np.intp)

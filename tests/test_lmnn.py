@@ -524,6 +524,19 @@ def test_bad_input():
         LMNNEnergyClassifier().fit(X, np.zeros(30))
 
 
+@pytest.mark.parametrize("param, value", [
+    ("n_neighbors", 0), ("n_neighbors", True), ("max_iter", 1.5), ("n_passes", 0),
+    ("tol", -1.0), ("regularization", 0.0), ("smoothing", ()), ("smoothing", [1, -1]),
+    ("smoothing", [np.nan]), ("init", "foo"), ("n_jobs", 0), ("n_components", 0)])
+def test_bad_parameter_gets_one_clear_message(param, value):
+    # scikit-learn's declarative validation: the message names the parameter, the
+    # estimator, what is allowed and the value given
+    X, y = _blobs(30, 3, 3, 13)
+    with pytest.raises(ValueError, match=f"The '{param}' parameter of LMNN must be "
+                                         r".* Got .* instead\."):
+        LMNN(**{param: value}).fit(X, y)
+
+
 def test_small_class_warns_and_uses_classmates():
     X, y = _blobs(30, 3, 3, 14)
     y = y.copy()
