@@ -479,7 +479,7 @@ def _smoothing_schedule(smoothing):
 
 def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
                smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.15, n_threads=1,
-               max_period=16, name="LMNN"):
+               max_period=16, name="LMNN", low_precision=None, callback=None):
     """Minimise the LMNN objective over ``L`` with L-BFGS.
 
     Parameters
@@ -503,6 +503,14 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         4096 rows).
     max_period : int
         Longest interval (in iterations) between two impostor searches.
+    name : str
+        Prefix of the verbose output.
+    low_precision : bool or None, default=None
+        Form the products ``X Pᵀ`` (search direction) and ``Uᵀ X`` (gradient) in
+        float32; None: from ``n d r ≥ _F32_FLOPS`` multiply-adds on.
+    callback : callable or None
+        Called after every L-BFGS iteration as ``callback(L, n_iter)``, with the
+        current ``L`` of shape (r, d) (a copy) and the iterations so far.
 
     Returns
     -------
@@ -510,6 +518,11 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
     n_iter : int
     converged : bool
     info : dict
+        Counts and timings (``n_evals``, ``n_searches``, ``time``, ...), and
+        ``low_precision`` (whether float32 products were used) and ``verified``:
+        the ``(n_iter, loss)`` of the exact stage's points whose loss an impostor
+        search verified (``n_iter`` as passed to ``callback``; 0 is ``L0``). The
+        returned ``L`` is one of them.
     """
     r, d = L0.shape
     # Threads only pay off from a few thousand rows each.
@@ -518,14 +531,18 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
             return _lmnn_lbfgs(_Problem(X, y, target_neighbors, mu, pool), L0,
                                max_iter, tol, _smoothing_schedule(smoothing), verbose,
-                               slack, max_period, name)
+                               slack, max_period, name, low_precision, callback)
     finally:
         pool.close()
 
 
-def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name):
+def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name,
+                low_precision, user_callback):
     r, d = L0.shape
     oracle = _LossOracle(problem, r, slack=slack, max_period=max_period)
+    if low_precision is not None:
+        oracle.low_precision = bool(low_precision)
+    verified = []  # (n_iter, loss) of the exact stage's points a search verified
     x = np.ascontiguousarray(L0, dtype=np.float64).ravel().copy()
     n_iter = 0
     converged = True
@@ -541,8 +558,11 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
         nonlocal n_iter
         n_iter += 1
         if oracle.smooth == 0.0 and oracle.checked is not None:
+            verified.append((n_iter, oracle.checked[0]))
             if oracle.checked[0] < best[0]:
                 best[:] = oracle.checked[0], xk.copy()
+        if user_callback is not None:
+            user_callback(xk.reshape(r, d).copy(), n_iter)
         if verbose:
             now = time.perf_counter()
             print("[{}] {:>10} {:>8.3g} {:>20.6e} {:>12,} {:>12,} {:>10.2f}".format(
@@ -568,7 +588,7 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
         budget = remaining if last else max(1, min(remaining, int(
             _STAGE_SHARE * max_iter / max(1, n_stages - 1)) + 1))
         oracle.new_run(exact_start=last)
-        x0 = x
+        x0, n_iter0 = x, n_iter
         best = [np.inf, None]  # the last stage's best point verified by a search
         res = lbfgs(oracle, x, budget, ftol=tol, gtol=1e-12, memory=_MAXCOR,
                     callback=callback, warm=warm)
@@ -583,12 +603,14 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
             # still making progress is often a line search caught on a kink of the
             # hinge: a fresh L-BFGS memory gets past it.
             f_start = oracle.run_start_f
+            verified.append((n_iter0, f_start))
             if oracle.checked is not None:
                 # the run ended on a point that its periodic search has just
                 # verified (the oracle's current point is always the run's x)
                 f_end, missed = oracle.checked
             else:
                 f_end, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
+                verified.append((n_iter, f_end))
             stalled = (res.status == 0 and res.nit < budget // 2
                        and f_start - f_end > _RESTART_GAIN * abs(f_start))
             # Values on a stale candidate graph underestimate the loss; if L-BFGS
@@ -616,5 +638,6 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
                 n_capped=oracle.n_capped, final_slack=oracle.current_slack,
                 n_missed=oracle.n_missed, search_time=oracle.t_search,
                 time=time.perf_counter() - t_start, n_candidates=oracle.n_candidates,
-                n_active=oracle.n_active, n_restarts=n_restarts)
+                n_active=oracle.n_active, n_restarts=n_restarts,
+                low_precision=oracle.low_precision, verified=sorted(set(verified)))
     return x.reshape(r, d), n_iter, converged, info

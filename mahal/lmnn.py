@@ -48,6 +48,13 @@ _N_JOBS = [Interval(Integral, None, -1, closed="right"),
            IntAtLeast(1), None]
 
 
+def _count_from(callback, n_done):
+    """``callback`` with iterations counted on from ``n_done`` (earlier passes)."""
+    if callback is None:
+        return None
+    return lambda transformation, n_iter: callback(transformation, n_done + n_iter)
+
+
 def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
     """Encode labels, check class sizes, find target neighbours (or take
     ``targets``, of shape (n_samples, n_neighbors), as they are)."""
@@ -140,6 +147,13 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         thread while they run on several (see :mod:`mahal._parallel`). Results do
         not depend on ``n_jobs``; BLAS's thread count may change their last bits,
         as for any BLAS-based estimator.
+    callback : callable, default=None
+        If not None, called after every L-BFGS iteration as
+        ``callback(transformation, n_iter)``, with the current transformation (an
+        ndarray of shape (n_components, n_features), a copy) and the number of
+        iterations so far, counted over all passes; as in scikit-learn's
+        :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis`. For monitoring
+        (e.g. recording the objective along the way).
 
     Attributes
     ----------
@@ -169,11 +183,13 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
         "preprocessor": ["array-like", callable, None],
         "n_jobs": _N_JOBS,
+        "callback": [callable, None],
     }
 
     def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
                  tol=1e-5, regularization=0.5, n_passes=1, smoothing=(1.0, 0.1, 0.0),
-                 random_state=None, verbose=False, preprocessor=None, n_jobs=None):
+                 random_state=None, verbose=False, preprocessor=None, n_jobs=None,
+                 callback=None):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.init = init
@@ -186,6 +202,7 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.preprocessor = preprocessor
         self.n_jobs = n_jobs
+        self.callback = callback
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -229,7 +246,8 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
             L, it, converged, info = lmnn_solve(
                 X, y_enc, targets, L, mu=mu, max_iter=self.max_iter, tol=self.tol,
                 smoothing=self.smoothing, verbose=self.verbose,
-                n_threads=n_threads_for(self.n_jobs), name=type(self).__name__)
+                n_threads=n_threads_for(self.n_jobs), name=type(self).__name__,
+                callback=_count_from(self.callback, n_iter))
             n_iter += it
             n_passes += 1
             all_converged = all_converged and converged
