@@ -121,7 +121,17 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin):
         return _row_norms((pairs[:, 0] - pairs[:, 1]) @ self.components_.T)
 
     def pair_score(self, pairs):
-        """Similarity of each pair: the opposite of :meth:`pair_distance`."""
+        """Similarity of each pair: the opposite of :meth:`pair_distance`.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Pairs of points, or of identifiers when a ``preprocessor`` was given.
+
+        Returns
+        -------
+        score : ndarray of shape (n_pairs,)
+        """
         return -self.pair_distance(pairs)
 
 
@@ -171,18 +181,50 @@ class PairsClassifierMixin(ClassifierMixin):
         return self.threshold_ - self.pair_distance(pairs)
 
     def predict(self, pairs):
-        """Predict +1 (similar) when the distance is at most ``threshold_``, else −1."""
+        """Predict +1 (similar) when the distance is at most ``threshold_``, else −1.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            The pairs to classify (identifiers with a ``preprocessor``).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_pairs,)
+        """
         return np.where(self.decision_function(pairs) >= 0, 1, -1)
 
     def score(self, pairs, y):
-        """ROC AUC of :meth:`decision_function` against the pair labels ``y``."""
+        """ROC AUC of :meth:`decision_function` against the pair labels ``y``.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Pairs of points, or of identifiers when a ``preprocessor`` was given.
+        y : array-like of shape (n_pairs,)
+            +1 for a similar pair, −1 for a dissimilar one.
+
+        Returns
+        -------
+        score : float
+        """
         from sklearn.metrics import roc_auc_score
 
         y = check_pair_labels(y, np.asarray(pairs).shape[0])
         return roc_auc_score(y, self.decision_function(pairs))
 
     def set_threshold(self, threshold):
-        """Set the distance threshold below which pairs are predicted similar."""
+        """Set the distance threshold below which pairs are predicted similar.
+
+        Parameters
+        ----------
+        threshold : float
+            The new ``threshold_`` (finite).
+
+        Returns
+        -------
+        self
+        """
         if not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
         self.threshold_ = float(threshold)
@@ -299,11 +341,34 @@ class TripletsClassifierMixin:
                 - _row_norms((t[:, 0] - t[:, 1]) @ G.T))
 
     def predict(self, triplets):
-        """+1 where the anchor is strictly closer to the second point, else −1."""
+        """+1 where the anchor is strictly closer to the second point, else −1.
+
+        Parameters
+        ----------
+        triplets : array-like of shape (n_triplets, 3, n_features) or (n_triplets, 3)
+            (anchor, closer, farther) triplets of points, or of identifiers when a
+            ``preprocessor`` was given.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_triplets,)
+        """
         return np.where(self.decision_function(triplets) > 0, 1, -1)
 
     def score(self, triplets, y=None):
-        """Fraction of triplets whose order the learned metric respects."""
+        """Fraction of triplets whose order the learned metric respects.
+
+        Parameters
+        ----------
+        triplets : array-like of shape (n_triplets, 3, n_features) or (n_triplets, 3)
+            (anchor, closer, farther) triplets.
+        y : None
+            Ignored (scikit-learn's signature).
+
+        Returns
+        -------
+        score : float
+        """
         return float(np.mean(self.predict(triplets) == 1))
 
 

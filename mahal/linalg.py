@@ -13,7 +13,12 @@ import scipy.linalg
 from numba import njit
 
 def symmetrize(A):
-    """Return ``(A + Aᵀ) / 2``."""
+    """Return ``(A + Aᵀ) / 2``.
+
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+    """
     A = np.asarray(A, dtype=np.float64)
     return 0.5 * (A + A.T)
 
@@ -55,7 +60,12 @@ def psd_project_nb(A):
 
 
 def metric_from_components(G):
-    """``A = Gᵀ G`` for components ``G`` of shape (n_components, n_features)."""
+    """``A = Gᵀ G`` for components ``G``.
+
+    Parameters
+    ----------
+    G : array-like of shape (n_components, n_features)
+    """
     G = np.asarray(G, dtype=np.float64)
     return G.T @ G
 
@@ -104,6 +114,14 @@ def components_from_metric(A, tol=None):
 
 
 def check_square(A, name="A"):
+    """Raise ``ValueError`` unless ``A`` is a square 2-D matrix.
+
+    Parameters
+    ----------
+    A : ndarray
+    name : str, default="A"
+        Its name in the error message.
+    """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix; got shape {A.shape}.")
 
@@ -111,7 +129,19 @@ def check_square(A, name="A"):
 def check_psd(A, name="A", tol=1e-8):
     """Raise ``ValueError`` unless ``A`` is symmetric PSD (relative tolerance ``tol``).
 
-    Returns the symmetrised matrix.
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+    name : str, default="A"
+        Its name in the error messages.
+    tol : float, default=1e-8
+        Tolerance, relative to the largest entry, for asymmetry and negative
+        eigenvalues.
+
+    Returns
+    -------
+    A : ndarray of shape (d, d)
+        The symmetrised matrix.
     """
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     check_square(A, name)

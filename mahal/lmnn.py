@@ -167,6 +167,25 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
     target_neighbors_ : ndarray of shape (n_samples, n_neighbors)
         The target neighbours of the last pass (indices into the training set,
         −1 = none).
+
+    References
+    ----------
+    K. Q. Weinberger and L. K. Saul, "Distance Metric Learning for Large Margin
+    Nearest Neighbor Classification", JMLR 10 (2009), 207–244.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from mahal import LMNN
+    >>> X, y = load_iris(return_X_y=True)
+    >>> lmnn = LMNN(n_neighbors=3, max_iter=200).fit(X, y)
+    >>> lmnn.transform(X).shape
+    (150, 4)
+    >>> pipe = make_pipeline(LMNN(max_iter=200), KNeighborsClassifier(3)).fit(X, y)
+    >>> round(pipe.score(X, y), 2)
+    0.97
     """
 
     _parameter_constraints = {
@@ -315,6 +334,17 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
     There is no ``predict_proba``: the energies are sums of hinge losses whose scale
     depends on the data set, so a softmax of ``−E`` is not a calibrated probability.
     :meth:`energy` returns the energies themselves.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from mahal import LMNN, LMNNEnergyClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LMNNEnergyClassifier(LMNN(max_iter=200)).fit(X, y)
+    >>> clf.energy(X[:2]).shape
+    (2, 3)
+    >>> clf.predict(X[[0, 50, 100]]).tolist()
+    [0, 1, 2]
     """
 
     _parameter_constraints = {

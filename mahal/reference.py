@@ -74,6 +74,14 @@ def mmc(pairs, y, diagonal=False, solver=None):
 def mmc_projection(A0, C, solver=None):
     """Frobenius projection of ``A0`` onto ``{A ⪰ 0, ⟨A, C⟩ ≤ 1}`` by cvxpy.
 
+    Parameters
+    ----------
+    A0 : array-like of shape (d, d)
+    C : array-like of shape (d, d)
+        The similarity scatter ``Σ_S δδᵀ``.
+    solver : str or None
+        cvxpy solver name (None: cvxpy's choice).
+
     Returns
     -------
     P : ndarray (d, d)
@@ -124,6 +132,19 @@ def lmnn_objective(M, X, y, target_neighbors, mu=0.5):
 
     ``(1 − μ) Σ_{i, j(i)} d_M(x_i, x_j) + μ Σ_{i, j(i), l: y_l ≠ y_i}
     [1 + d_M(x_i, x_j) − d_M(x_i, x_l)]_+`` with squared distances ``d_M``.
+
+    Parameters
+    ----------
+    M : array-like of shape (d, d)
+    X : array-like of shape (n, d)
+    y : array-like of shape (n,)
+    target_neighbors : array-like of shape (n, k), int (−1 = none)
+    mu : float, default=0.5
+        Weight of the push term.
+
+    Returns
+    -------
+    loss : float
     """
     X = np.asarray(X, dtype=np.float64)
     M = np.asarray(M, dtype=np.float64)
