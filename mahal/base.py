@@ -142,6 +142,16 @@ def _row_norms(Z):
 _STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
 
 
+class SupervisedMixin:
+    """For learners fitted on points and their class labels: ``fit`` requires ``y``
+    (scikit-learn's ``target_tags.required``)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
 class PairsClassifierMixin(ClassifierMixin):
     """Classifier API for learners fitted on pairs with labels +1 (similar) / −1.
 

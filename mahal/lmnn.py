@@ -19,7 +19,7 @@ from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbor
 from ._lmnn_solver import lmnn_solve
 from ._parallel import n_threads_for
 from ._validation import IntAtLeast, check_n_components, check_points, require_y
-from .base import MahalanobisMixin, initialize_components
+from .base import MahalanobisMixin, SupervisedMixin, initialize_components
 
 
 class _HingeWidths(Options):
@@ -80,7 +80,7 @@ def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
     return classes, y_enc, targets
 
 
-class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
+class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
     """Large Margin Nearest Neighbor metric learning (Weinberger & Saul, 2009).
 
     Learns ``L`` (``components_``) so that each point's ``n_neighbors`` target
@@ -223,11 +223,6 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.callback = callback
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Fit the metric.
@@ -235,11 +230,15 @@ class LMNN(MahalanobisMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training points.
         y : array-like of shape (n_samples,)
+            Their class labels; a point's target neighbours are its nearest
+            classmates.
 
         Returns
         -------
-        self
+        self : LMNN
+            The fitted estimator.
         """
         k, mu = self.n_neighbors, float(self.regularization)
         require_y(self, y)

@@ -61,7 +61,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._mmc_kernels import cross_class_weights, project_trace_psd
 from ._validation import IntAtLeast, check_points, require_y
 from .constraints import Constraints
-from .base import MahalanobisMixin, PairsClassifierMixin, initialize_metric
+from .base import (MahalanobisMixin, PairsClassifierMixin, SupervisedMixin,
+                   initialize_metric)
 from ._parallel import blas_threads
 from .linalg import components_from_metric
 
@@ -580,8 +581,8 @@ default='identity'
         return self
 
 
-class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
-                     BaseEstimator):
+class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
+                     _MMCSolverMixin, BaseEstimator):
     """MMC learned from class labels: same-class pairs similar, others dissimilar.
 
     Parameters
@@ -638,11 +639,6 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         self.verbose = verbose
         self.preprocessor = preprocessor
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
 
     _parameter_constraints = {
         **_MMCSolverMixin._parameter_constraints,
