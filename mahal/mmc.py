@@ -50,7 +50,7 @@ How it is solved here (see :func:`_mmc_solve`)
 
 import time
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
