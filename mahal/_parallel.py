@@ -9,15 +9,19 @@ One policy for every learner:
   :class:`RowChunkPool` of Python threads. The chunks do not depend on the number of
   threads, so results do not either.
 - BLAS (:func:`blas_threads`) is limited to one thread during a fit when the learner
-  has a single thread (``n_jobs=1``, the default) or when its own kernels run on
-  several threads (two thread pools must not spin against each other on the same
-  cores); otherwise BLAS keeps its own setting for the matrix products.
+  has a single thread (``n_jobs=1``, the default, and every learner without
+  ``n_jobs``) or when its own kernels run on several threads (two thread pools must
+  not spin against each other on the same cores); otherwise BLAS keeps its own
+  setting for the matrix products. Every learner's ``fit`` is decorated with
+  :func:`fit_threads`, which applies the first half; a solver that runs its
+  kernels on a pool applies the second around them.
 
 (numba's ``prange`` with ``numba.set_num_threads`` was measured against this pool on
 the same chunks and was slower; see ``docs/solver_notes.rst``.)
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -83,6 +87,27 @@ def blas_threads(n_threads, kernels_threaded=False):
     if n_threads == 1 or kernels_threaded:
         return single_threaded_blas()
     return contextlib.nullcontext()
+
+
+def fit_threads(fit):
+    """Decorator of an estimator's ``fit``: run it under :func:`blas_threads` for the
+    estimator's ``n_jobs`` (one thread for a learner without ``n_jobs``).
+
+    Parameters
+    ----------
+    fit : callable
+        The ``fit`` method.
+
+    Returns
+    -------
+    wrapped : callable
+    """
+    @functools.wraps(fit)
+    def wrapper(estimator, *args, **kwargs):
+        with blas_threads(n_threads_for(getattr(estimator, "n_jobs", 1))):
+            return fit(estimator, *args, **kwargs)
+
+    return wrapper
 
 
 class RowChunkPool:

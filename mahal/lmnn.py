@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
 from ._lmnn_solver import lmnn_solve
-from ._parallel import n_threads_for
+from ._parallel import fit_threads, n_threads_for
 from ._validation import IntAtLeast, check_n_components, check_points, require_y
 from .base import MahalanobisMixin, SupervisedMixin, initialize_components
 
@@ -224,6 +224,7 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.callback = callback
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_threads
     def fit(self, X, y):
         """Fit the metric.
 
@@ -364,6 +365,7 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
 
     # (the metric learner's own parameters are validated by its own fit)
     @_fit_context(prefer_skip_nested_validation=False)
+    @fit_threads
     def fit(self, X, y):
         """Fit (or take) the metric and store the transformed training set.
 

@@ -63,7 +63,7 @@ from ._validation import IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import (MahalanobisMixin, PairsClassifierMixin, SupervisedMixin,
                    initialize_metric)
-from ._parallel import blas_threads
+from ._parallel import fit_threads
 from .linalg import components_from_metric
 
 __all__ = ["MMC", "MMC_Supervised"]
@@ -227,7 +227,7 @@ def _whitening(C_S, C_D, diagonal):
             f"{int(pos.sum())} of {d} dimensions), so the objective grows without "
             "limit. Returning the limiting metric, supported on those directions "
             "(similar pairs get distance 0). Add similar pairs, or reduce the "
-            "dimension (e.g. PCA) first.", UserWarning, stacklevel=6)
+            "dimension (e.g. PCA) first.", UserWarning, stacklevel=7)
         return N, N, True
     R, s = U[:, pos], np.sqrt(lam[pos])
     return R / s, R * s, False
@@ -419,7 +419,7 @@ def _mmc_solve(C_S, C_D, make_oracle, A0, *, diagonal, diagonal_c, max_iter, tol
     if not converged:
         warnings.warn(f"[{name}] MMC did not converge within max_iter={max_iter} "
                       f"iterations (tol={tol}); increase max_iter.",
-                      ConvergenceWarning, stacklevel=5)
+                      ConvergenceWarning, stacklevel=6)
     return 0.5 * (A + A.T), max(n_iter, 1)
 
 
@@ -452,14 +452,10 @@ class _MMCSolverMixin:
 
     def _solve(self, C_S, C_D, make_oracle, points):
         A0 = initialize_metric(points, self.init, random_state=self.random_state)
-        # MMC runs on one thread (its BLAS calls are many small blocked products
-        # and eigen-decompositions, where BLAS's threads cost more than they save)
-        with blas_threads(n_threads=1):
-            A, n_iter = _mmc_solve(C_S, C_D, make_oracle, A0,
-                                   diagonal=bool(self.diagonal),
-                                   diagonal_c=float(self.diagonal_c),
-                                   max_iter=int(self.max_iter), tol=float(self.tol),
-                                   verbose=self.verbose, name=type(self).__name__)
+        A, n_iter = _mmc_solve(C_S, C_D, make_oracle, A0, diagonal=bool(self.diagonal),
+                               diagonal_c=float(self.diagonal_c),
+                               max_iter=int(self.max_iter), tol=float(self.tol),
+                               verbose=self.verbose, name=type(self).__name__)
         self.components_ = components_from_metric(A)
         self.n_iter_ = int(n_iter)
 
@@ -548,6 +544,7 @@ default='identity'
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_threads  # (no n_jobs: one thread, BLAS included)
     def fit(self, pairs, y, calibration_params=None):
         """Learn the metric from labelled pairs.
 
@@ -646,6 +643,7 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     }
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_threads  # (no n_jobs: one thread, BLAS included)
     def fit(self, X, y):
         """Learn the metric from points ``X`` and their class labels ``y``.
 

@@ -67,3 +67,30 @@ def test_row_chunks_do_not_depend_on_threads():
             one.map(lambda c: x[c[0]:c[1]].sum(), chunks)
     finally:
         two.close()
+
+
+@pytest.mark.parametrize("n_jobs, limited", [(None, True), (1, True), (-1, False),
+                                             ("absent", True)])
+def test_fit_threads_applies_the_policy_to_a_whole_fit(n_jobs, limited):
+    # every learner's fit runs under blas_threads(n_threads_for(n_jobs)); a learner
+    # without n_jobs has one thread
+    from mahal._parallel import fit_threads
+
+    class Learner:
+        if n_jobs != "absent":
+            def __init__(self):
+                self.n_jobs = n_jobs
+
+        @fit_threads
+        def fit(self, X, y=None):
+            """Record BLAS's threads."""
+            self.seen_ = _blas_threads()
+            return self
+
+    with threadpool_limits(2, user_api="blas"):
+        outside = _blas_threads()
+        seen = Learner().fit(None).seen_
+        assert _blas_threads() == outside
+    many = os.cpu_count() > 1 and not limited
+    assert seen == (outside if many else [1] * len(outside))
+    assert Learner.fit.__doc__ == "Record BLAS's threads."
