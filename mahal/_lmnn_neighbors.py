@@ -193,7 +193,9 @@ def lmnn_energy(training_side, Z_test, n_neighbors, mu, n_threads=1):
     E = np.empty((Z_test.shape[0], class_start.shape[0] - 1))
     pool = RowChunkPool(n_threads)
     try:
-        with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
+        # (BLAS's block products and the kernels' passes alternate here and never
+        # overlap, so BLAS keeps its threads unless there is only one)
+        with blas_threads(n_threads):
             _energy_blocks(Z, y, target_neighbors, target_dist, class_start, Z_test,
                            n_neighbors, mu, pool, E)
     finally:
