@@ -53,10 +53,13 @@ def mahal_learners(k=3):
         Learner("covariance", "mahal", "Covariance", seeded=False),
         Learner("mmc", "mahal", "MMC_Supervised", {}),
         Learner("mmc_diag", "mahal", "MMC_Supervised", {"diagonal": True}),
-        Learner("lmnn", "mahal", "LMNN", {"n_neighbors": k}),
+        # n_jobs=-1: all cores, as LMNN's n_jobs=None meant before it took
+        # scikit-learn's meaning (one thread)
+        Learner("lmnn", "mahal", "LMNN", {"n_neighbors": k, "n_jobs": -1}),
         # fits its own LMNN (no random_state parameter); k-means ARI on the space of
         # that LMNN (metric_learner_)
-        Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier", {"n_neighbors": k},
+        Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
+                {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
     ]
     return {l.name: l for l in ls}

@@ -122,7 +122,7 @@ def compare_with_peer(Xtr, ytr, Xte, yte, L_mahal, L_peer, targets):
     the two-sided exact McNemar p-value of the difference."""
     from scipy.stats import binomtest
 
-    from mahal.lmnn import lmnn_loss_grad
+    from mahal._lmnn_solver import lmnn_loss_grad
 
     obj = [lmnn_loss_grad(L, Xtr, ytr, targets, 0.5)[0] for L in (L_mahal, L_peer)]
     wm, wp = (knn_wrong(Xtr @ L.T, ytr, Xte @ L.T, yte) for L in (L_mahal, L_peer))
@@ -207,7 +207,7 @@ def speed(names, peer=True, params=None, repeats=1):
               f"{100 * res['err']:6.2f} {res['n_iter']:5} {res['peak_mb']:7.0f} {ptime} "
               f"{1000 * tk:7.1f} {res['time'] / tk:8.2f}")
         if pr:
-            from mahal.lmnn import select_target_neighbors
+            from mahal._lmnn_neighbors import select_target_neighbors
 
             cmp = compare_with_peer(Xtr, ytr, Xte, yte, model.components_,
                                     pr.pop("L"), select_target_neighbors(Xtr, ytr, 3))
@@ -298,9 +298,11 @@ def main():
     ap.add_argument("--passes", default=None,
                     help="with --paper: comma-separated n_passes values; adds "
                          "multi-pass LMNN with n_passes chosen by 3-fold CV")
-    ap.add_argument("--params", default="{}", help="JSON dict of LMNN parameters")
+    ap.add_argument("--params", default="{}",
+                    help="JSON dict of LMNN parameters (n_jobs defaults to -1: all "
+                         "cores)")
     a = ap.parse_args()
-    params = json.loads(a.params)
+    params = {"n_jobs": -1, **json.loads(a.params)}
     if a.paper:
         passes = [int(v) for v in a.passes.split(",")] if a.passes else None
         paper(a.datasets, a.splits, params, passes)

@@ -171,15 +171,14 @@ def search_small(Z, y, rho2):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def scan_block(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols, both,
-               check_y):
+def scan_block(G, norm_rows, norm_cols, rows, cols, rho2_rows, rho2_cols):
     """Turn one block of dot products into directed impostor-candidate pairs.
 
     ``G[a, b] = z_rows[a] · z_cols[b]`` (a BLAS product) and ``norm_* = ‖z‖²`` give
     the squared distances. Emits ``rows[a] → cols[b]`` when the distance is below
-    ``rho2_rows[a]`` and, if ``both``, ``cols[b] → rows[a]`` when it is below
-    ``rho2_cols[b]`` — for pairs of different labels ``y`` (checked only if
-    ``check_y``; blocks of distinct classes need no check).
+    ``rho2_rows[a]`` and ``cols[b] → rows[a]`` when it is below ``rho2_cols[b]``
+    (the block's rows and columns are of distinct classes, so labels need no
+    check).
 
     Per row, a vectorised pass writes a code per column (bit 0: ``rows[a] →
     cols[b]``, bit 1: ``cols[b] → rows[a]``), then a pass over the codes emits the
@@ -192,13 +191,12 @@ def scan_block(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols, bot
     src = np.empty(1024, dtype=np.int64)
     dst = np.empty(1024, dtype=np.int64)
     code = np.empty(nb, dtype=np.uint8)
-    two = np.uint8(2 if both else 0)
+    two = np.uint8(2)
     p = 0
     for a in range(m):
         ri = rho2_rows[a]
         na = norm_rows[a]
         i = rows[a]
-        yi = y[i]
         c = 0
         for b in range(nb):
             d = na + norm_cols[b] - 2.0 * np.float64(G[a, b])
@@ -214,8 +212,6 @@ def scan_block(G, norm_rows, norm_cols, rows, cols, y, rho2_rows, rho2_cols, bot
             if v == 0:
                 continue
             lb = cols[b]
-            if check_y and y[lb] == yi:
-                continue
             if v & 1:
                 src[p] = i
                 dst[p] = lb

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
@@ -271,3 +272,22 @@ def check_n_components(n_components, n_features, name="n_components"):
         raise ValueError(f"{name} must be None or an integer in [1, n_features="
                          f"{n_features}]; got {n_components!r}.")
     return int(n_components)
+
+
+class IntAtLeast(Interval):
+    """Parameter constraint (scikit-learn's ``_parameter_constraints``): an integer
+    ≥ ``low``, and not a bool (``True`` is an ``Integral`` to Python, but passing it
+    as a count is a mistake, not a 1).
+
+    Parameters
+    ----------
+    low : int, default=1
+        Smallest value allowed.
+    """
+
+    def __init__(self, low=1):
+        super().__init__(numbers.Integral, low, None, closed="left")
+
+    def is_satisfied_by(self, val):
+        return (not isinstance(val, (bool, np.bool_))
+                and super().is_satisfied_by(val))

@@ -46,6 +46,18 @@ def resolve_deprecated_aliases(est, aliases):
     old name wins, as in metric-learn) and whose old names are ``'deprecated'``:
     ``fit`` fits that copy and hands its fitted attributes back with
     :func:`copy_fitted_attributes`, so that the user's parameters stay as set.
+
+    Parameters
+    ----------
+    est : estimator
+        The estimator whose ``fit`` was called.
+    aliases : dict
+        Old parameter name → new parameter name.
+
+    Returns
+    -------
+    resolved : estimator or None
+        The copy to fit, or None when no old name is set.
     """
     given = {old: getattr(est, old) for old in aliases
              if not (isinstance(getattr(est, old), str)
@@ -64,7 +76,20 @@ def resolve_deprecated_aliases(est, aliases):
 
 
 def copy_fitted_attributes(est, fitted):
-    """Copy every attribute of ``fitted`` that is not a parameter onto ``est``."""
+    """Copy every attribute of ``fitted`` that is not a parameter onto ``est``.
+
+    Parameters
+    ----------
+    est : estimator
+        The estimator the user holds.
+    fitted : estimator
+        The fitted copy made by :func:`resolve_deprecated_aliases`.
+
+    Returns
+    -------
+    est : estimator
+        ``est``, now fitted.
+    """
     params = set(est.get_params(deep=False))
     est.__dict__.update({k: v for k, v in fitted.__dict__.items() if k not in params})
     return est
@@ -212,7 +237,17 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
         return _row_norms((pairs[:, 0] - pairs[:, 1]) @ self.components_.T)
 
     def pair_score(self, pairs):
-        """Similarity of each pair: the opposite of :meth:`pair_distance`."""
+        """Similarity of each pair: the opposite of :meth:`pair_distance`.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Pairs of points, or of identifiers when a ``preprocessor`` was given.
+
+        Returns
+        -------
+        score : ndarray of shape (n_pairs,)
+        """
         return -self.pair_distance(pairs)
 
     def score_pairs(self, pairs):
@@ -221,6 +256,15 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
         Kept because metric-learn 0.7 still has it (deprecated there too, with a
         ``FutureWarning``): it returns the distance, as metric-learn's does. Use
         :meth:`pair_distance` for distances or :meth:`pair_score` for similarities.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Pairs of points, or of identifiers when a ``preprocessor`` was given.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_pairs,)
         """
         warnings.warn("score_pairs is deprecated (as in metric-learn 0.7): use "
                       "pair_distance to compute distances, or pair_score to compute "
@@ -233,6 +277,16 @@ def _row_norms(Z):
 
 
 _STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
+
+
+class SupervisedMixin:
+    """For learners fitted on points and their class labels: ``fit`` requires ``y``
+    (scikit-learn's ``target_tags.required``)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
 
 
 class PairsClassifierMixin(ClassifierMixin):
@@ -274,11 +328,33 @@ class PairsClassifierMixin(ClassifierMixin):
         return self.threshold_ - self.pair_distance(pairs)
 
     def predict(self, pairs):
-        """Predict +1 (similar) when the distance is at most ``threshold_``, else −1."""
+        """Predict +1 (similar) when the distance is at most ``threshold_``, else −1.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            The pairs to classify (identifiers with a ``preprocessor``).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_pairs,)
+        """
         return np.where(self.decision_function(pairs) >= 0, 1, -1)
 
     def score(self, pairs, y):
-        """ROC AUC of :meth:`decision_function` against the pair labels ``y``."""
+        """ROC AUC of :meth:`decision_function` against the pair labels ``y``.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features) or (n_pairs, 2)
+            Pairs of points, or of identifiers when a ``preprocessor`` was given.
+        y : array-like of shape (n_pairs,)
+            +1 for a similar pair, −1 for a dissimilar one.
+
+        Returns
+        -------
+        score : float
+        """
         from sklearn.metrics import roc_auc_score
 
         y = check_pair_labels(y, np.asarray(pairs).shape[0])
@@ -289,6 +365,15 @@ class PairsClassifierMixin(ClassifierMixin):
 
         The learner must be fitted (``NotFittedError`` otherwise, as in metric-learn):
         a threshold only means something for a learned metric.
+
+        Parameters
+        ----------
+        threshold : float
+            The new ``threshold_`` (finite).
+
+        Returns
+        -------
+        self
         """
         check_is_fitted(self, "components_")
         if not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
@@ -420,11 +505,34 @@ class TripletsClassifierMixin:
                 - _row_norms((t[:, 0] - t[:, 1]) @ G.T))
 
     def predict(self, triplets):
-        """+1 where the anchor is strictly closer to the second point, else −1."""
+        """+1 where the anchor is strictly closer to the second point, else −1.
+
+        Parameters
+        ----------
+        triplets : array-like of shape (n_triplets, 3, n_features) or (n_triplets, 3)
+            (anchor, closer, farther) triplets of points, or of identifiers when a
+            ``preprocessor`` was given.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_triplets,)
+        """
         return np.where(self.decision_function(triplets) > 0, 1, -1)
 
     def score(self, triplets, y=None):
-        """Fraction of triplets whose order the learned metric respects."""
+        """Fraction of triplets whose order the learned metric respects.
+
+        Parameters
+        ----------
+        triplets : array-like of shape (n_triplets, 3, n_features) or (n_triplets, 3)
+            (anchor, closer, farther) triplets.
+        y : None
+            Ignored (scikit-learn's signature).
+
+        Returns
+        -------
+        score : float
+        """
         return float(np.mean(self.predict(triplets) == 1))
 
 

@@ -14,12 +14,14 @@ with the following fixes:
 * string labels are supported.
 """
 
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import validate_parameter_constraints
+
+from ._validation import IntAtLeast
 
 __all__ = ["Constraints", "wrap_pairs"]
 
@@ -32,11 +34,11 @@ _MAX_SAMPLING_ROUNDS = 100
 
 
 def _check_positive_int(value, name):
-    """Return ``value`` as a Python int, or raise if it is not an int >= 1."""
-    if (isinstance(value, (bool, np.bool_))
-            or not isinstance(value, numbers.Integral) or value < 1):
-        raise ValueError(
-            f"{name} must be a positive integer (>= 1), got {value!r}.")
+    """Return ``value`` as a Python int, or raise scikit-learn's
+    ``InvalidParameterError`` (a ``ValueError``) if it is not an int >= 1: the same
+    declarative check, and message, as the estimators' parameters."""
+    validate_parameter_constraints(
+        {name: [IntAtLeast(1)]}, {name: value}, caller_name="Constraints")
     return int(value)
 
 

@@ -19,27 +19,13 @@ from .exceptions import NonPSDError
 # is far above it.
 _SYM_RTOL = 1e-8
 
-_BLAS_CONTROLLER = None
-
-
-def single_threaded_blas():
-    """Context manager that limits BLAS to one thread (for fits that run many small
-    products, or their own threads).
-
-    The ``threadpoolctl`` controller is built once per process: finding the loaded
-    BLAS libraries reads ``/proc/self/maps`` and took 2.2 ms per ``threadpool_limits``
-    call here, against 0.03 ms with the cached controller (a fit of iris takes ~20 ms).
-    """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def symmetrize(A):
-    """Return ``(A + Aᵀ) / 2``."""
+    """Return ``(A + Aᵀ) / 2``.
+
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+    """
     A = np.asarray(A, dtype=np.float64)
     return 0.5 * (A + A.T)
 
@@ -81,7 +67,12 @@ def psd_project_nb(A):
 
 
 def metric_from_components(G):
-    """``A = Gᵀ G`` for components ``G`` of shape (n_components, n_features)."""
+    """``A = Gᵀ G`` for components ``G``.
+
+    Parameters
+    ----------
+    G : array-like of shape (n_components, n_features)
+    """
     G = np.asarray(G, dtype=np.float64)
     return G.T @ G
 
@@ -141,12 +132,35 @@ def components_from_metric(A, tol=None):
 
 
 def check_square(A, name="A"):
+    """Raise ``ValueError`` unless ``A`` is a square 2-D matrix.
+
+    Parameters
+    ----------
+    A : ndarray
+    name : str, default="A"
+        Its name in the error message.
+    """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix; got shape {A.shape}.")
 
 
 def check_symmetric(A, name="A", tol=_SYM_RTOL):
-    """Raise ``ValueError`` unless ``max|A − Aᵀ| ≤ tol · max|A|``; return ``(A+Aᵀ)/2``."""
+    """Raise ``ValueError`` unless ``max|A − Aᵀ| ≤ tol · max|A|``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (d, d)
+    name : str, default="A"
+        Its name in the error message.
+    tol : float
+        Allowed asymmetry, relative to the largest entry (rounding, not a
+        genuinely non-symmetric matrix).
+
+    Returns
+    -------
+    A_sym : ndarray of shape (d, d)
+        ``(A + Aᵀ) / 2``.
+    """
     scale = np.abs(A).max() if A.size else 0.0
     if not np.abs(A - A.T).max(initial=0.0) <= tol * scale:
         raise ValueError(f"{name} must be symmetric: max|{name} − {name}ᵀ| = "
@@ -157,7 +171,19 @@ def check_symmetric(A, name="A", tol=_SYM_RTOL):
 def check_psd(A, name="A", tol=1e-8):
     """Check that ``A`` is symmetric PSD (relative tolerance ``tol``).
 
-    Returns the symmetrised matrix.
+    Parameters
+    ----------
+    A : array-like of shape (d, d)
+    name : str, default="A"
+        Its name in the error messages.
+    tol : float, default=1e-8
+        Tolerance, relative to the largest entry, for asymmetry and negative
+        eigenvalues.
+
+    Returns
+    -------
+    A : ndarray of shape (d, d)
+        The symmetrised matrix.
 
     Raises
     ------

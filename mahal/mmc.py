@@ -48,27 +48,29 @@ How it is solved here (see :func:`_mmc_solve`)
   direction is the constrained optimum's.
 """
 
-import functools
-import numbers
 import time
 import warnings
+from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._mmc_kernels import cross_class_weights, project_trace_psd
-from ._validation import check_points, require_y
+from ._validation import IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import (
     MahalanobisMixin,
     PairsClassifierMixin,
+    SupervisedMixin,
     copy_fitted_attributes,
     initialize_metric,
     resolve_deprecated_aliases,
 )
-from .linalg import components_from_metric, single_threaded_blas
+from ._parallel import fit_threads
+from .linalg import components_from_metric
 
 __all__ = ["MMC", "MMC_Supervised"]
 
@@ -77,8 +79,7 @@ __all__ = ["MMC", "MMC_Supervised"]
 # _SAMPLED_PAIRS, and at most _SAMPLED_FLOPS / d² (an explicit pair costs O(d²) per
 # iteration), but never fewer than metric-learn's 20·n_classes². The diagonal Newton
 # solver needs the Hessian Σ_D w q qᵀ, O(m d²) per iteration with no implicit
-# shortcut, hence its smaller budgets (on digits, 10⁵ pairs of each kind took 4×
-# as long as 2·10⁴ for a k-means ARI within noise: 0.396 ± 0.020 vs 0.378 ± 0.026).
+# shortcut, hence its smaller budgets (measurements: docs/solver_notes.rst).
 _ALL_PAIRS_MAX = 2_000_000
 _SAMPLED_PAIRS = 200_000
 _ALL_PAIRS_MAX_DIAG = 50_000      # n ≤ 316
@@ -232,7 +233,7 @@ def _whitening(C_S, C_D, diagonal):
             f"{int(pos.sum())} of {d} dimensions), so the objective grows without "
             "limit. Returning the limiting metric, supported on those directions "
             "(similar pairs get distance 0). Add similar pairs, or reduce the "
-            "dimension (e.g. PCA) first.", UserWarning, stacklevel=6)
+            "dimension (e.g. PCA) first.", UserWarning, stacklevel=7)
         return N, N, True
     R, s = U[:, pos], np.sqrt(lam[pos])
     return R / s, R * s, False
@@ -267,8 +268,7 @@ def _spg_trace(oracle, M0, max_iter, tol, printer, memory=10):
 
     Stops when the certified relative gap is ≤ ``tol``, or when the best objective
     (of ``M / tr M``) rose by less than a relative ``tol`` over the last ``memory``
-    iterations: the Frank–Wolfe gap is a loose bound near low-rank optima (on
-    isolet it was 1e-3 when the true gap was 1e-7).
+    iterations: the Frank–Wolfe gap is a loose bound near low-rank optima.
 
     Returns ``(M, n_iter, converged)``: the best iterate, scaled to ``tr M = 1``.
     """
@@ -425,7 +425,7 @@ def _mmc_solve(C_S, C_D, make_oracle, A0, *, diagonal, diagonal_c, max_iter, tol
     if not converged:
         warnings.warn(f"[{name}] MMC did not converge within max_iter={max_iter} "
                       f"iterations (tol={tol}); increase max_iter.",
-                      ConvergenceWarning, stacklevel=5)
+                      ConvergenceWarning, stacklevel=6)
     return 0.5 * (A + A.T), max(n_iter, 1)
 
 
@@ -440,43 +440,24 @@ def _mmc_objective(A, pairs, y):
 # Estimators
 
 
-def _single_threaded_blas(fit):
-    """Run ``fit`` with single-threaded BLAS.
-
-    MMC's BLAS calls are many small blocked products (e.g. 256 × n × d) and small
-    eigen-decompositions: thread start-up and spin-waiting cost more than they save,
-    and on a busy machine multi-threaded OpenBLAS made them up to 25x slower (measured:
-    17 ms vs 440 ms per objective evaluation on digits). scikit-learn's KMeans limits
-    BLAS threads in its chunked loops for the same reason.
-    """
-    @functools.wraps(fit)
-    def wrapper(*args, **kwargs):
-        with single_threaded_blas():
-            return fit(*args, **kwargs)
-
-    return wrapper
-
-
-def _check_params(est):
-    def pos_int(name):
-        v = getattr(est, name)
-        if (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-
-    def pos_real(name):
-        v = getattr(est, name)
-        if (not isinstance(v, numbers.Real) or isinstance(v, bool)
-                or not np.isfinite(v) or v <= 0):
-            raise ValueError(f"{name} must be a positive number; got {v!r}.")
-
-    pos_int("max_iter")
-    pos_int("max_proj")
-    pos_real("tol")
-    pos_real("diagonal_c")
-
-
 class _MMCSolverMixin:
-    """``fit``'s common tail: initialise, call :func:`_mmc_solve`, store the result."""
+    """``fit``'s common tail: initialise, call :func:`_mmc_solve`, store the result;
+    and the parameters both estimators share."""
+
+    _parameter_constraints = {
+        "max_iter": [IntAtLeast(1)],
+        "max_proj": [IntAtLeast(1)],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "init": [StrOptions({"identity", "covariance", "random"}), "array-like"],
+        "diagonal": ["boolean"],
+        "diagonal_c": [Interval(Real, 0, None, closed="neither")],
+        "verbose": ["verbose"],
+        "preprocessor": ["array-like", callable, None],
+        "random_state": ["random_state"],
+        # metric-learn's deprecated name of ``tol`` (see ``_deprecated_aliases``)
+        "convergence_threshold": [StrOptions({"deprecated"}),
+                                  Interval(Real, 0, None, closed="neither")],
+    }
 
     def _solve(self, C_S, C_D, make_oracle, points):
         A0 = initialize_metric(points, self.init, random_state=self.random_state)
@@ -577,7 +558,8 @@ default='identity'
 
     _deprecated_aliases = {"convergence_threshold": "tol"}
 
-    @_single_threaded_blas
+    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_threads  # (no n_jobs: one thread, BLAS included)
     def fit(self, pairs, y, calibration_params=None):
         """Learn the metric from labelled pairs.
 
@@ -602,7 +584,6 @@ default='identity'
                                                              calibration_params))
         calibration_params = dict(calibration_params or {})
         self._validate_calibration_params(**calibration_params)
-        _check_params(self)
         pairs, y = self._validate_pairs_fit(pairs, y)
         pos = y == 1
         if not pos.any():
@@ -619,8 +600,8 @@ default='identity'
         return self
 
 
-class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
-                     BaseEstimator):
+class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
+                     _MMCSolverMixin, BaseEstimator):
     """MMC learned from class labels: same-class pairs similar, others dissimilar.
 
     Parameters
@@ -635,7 +616,7 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         None uses **all** pairs when there are at most 2·10⁶ of them
         (``n_samples ≤ 2000``): the full solver then never materialises the pairs
         (distances come in row blocks of a Gram matrix, O(n² d) per iteration), so
-        this is both the most faithful and fast (digits, 1257 points: about 0.3 s).
+        this is both the most faithful and fast.
         Larger data sample ``min(2·10⁵, 2·10⁹ / d²)`` pairs of each kind (an
         explicit pair costs O(d²) per iteration), but at least metric-learn's
         ``20 · n_classes²``. With ``diagonal=True`` the Newton solver needs an
@@ -687,15 +668,17 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         self.preprocessor = preprocessor
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
+    _parameter_constraints = {
+        **_MMCSolverMixin._parameter_constraints,
+        "n_constraints": [IntAtLeast(1), None],
+        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+    }
 
     _deprecated_aliases = {"num_constraints": "n_constraints",
                            "convergence_threshold": "tol"}
 
-    @_single_threaded_blas
+    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_threads  # (no n_jobs: one thread, BLAS included)
     def fit(self, X, y):
         """Learn the metric from points ``X`` and their class labels ``y``.
 
@@ -713,14 +696,9 @@ class MMC_Supervised(MahalanobisMixin, TransformerMixin, _MMCSolverMixin,
         resolved = resolve_deprecated_aliases(self, self._deprecated_aliases)
         if resolved is not None:
             return copy_fitted_attributes(self, resolved.fit(X, y))
-        _check_params(self)
         name = type(self).__name__
         require_y(self, y)
         nc = self.n_constraints
-        if nc is not None and (not isinstance(nc, numbers.Integral)
-                               or isinstance(nc, bool) or nc < 1):
-            raise ValueError(f"n_constraints must be None or a positive integer; got "
-                             f"{nc!r}.")
         X, y = check_points(self, X, y, classification=True)
         _, codes = np.unique(y, return_inverse=True)
         codes = codes.ravel().astype(np.intp)

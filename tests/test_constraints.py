@@ -67,7 +67,7 @@ def test_nan_labels_rejected():
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "10", None, True])
 def test_n_constraints_validation(bad):
     c = Constraints([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="n_constraints must be a positive"):
+    with pytest.raises(ValueError, match="n_constraints' parameter of Constraints must be "):
         c.positive_negative_pairs(bad)
 
 
@@ -280,7 +280,7 @@ def test_chunks_too_many_raises_with_maximum():
 @pytest.mark.parametrize("kwargs, name", [
     ({"n_chunks": 0}, "n_chunks"), ({"chunk_size": 1.5}, "chunk_size")])
 def test_chunks_argument_validation(kwargs, name):
-    with pytest.raises(ValueError, match=f"{name} must be a positive"):
+    with pytest.raises(ValueError, match=f"{name}' parameter of Constraints must be an int "):
         Constraints([0, 0, 1, 1]).chunks(**kwargs)
 
 
@@ -358,7 +358,7 @@ def test_knntriplets_validation():
     cons = Constraints([0, 0, 1, 1])
     with pytest.raises(ValueError, match="X has 3 samples"):
         cons.generate_knntriplets(np.zeros((3, 2)), 1, 1)
-    with pytest.raises(ValueError, match="k_impostor must be a positive"):
+    with pytest.raises(ValueError, match="k_impostor' parameter of Constraints must be an int "):
         cons.generate_knntriplets(np.zeros((4, 2)), 1, 0)
 
 

@@ -104,19 +104,3 @@ def test_projection_properties_hypothesis(d, seed):
     Q = P - symmetrize(A)
     assert np.linalg.eigvalsh(Q).min() > -1e-9 * max(1, np.abs(A).max())
     assert abs(np.sum(P * Q)) < 1e-8 * max(1, np.abs(A).max() ** 2)
-
-
-def test_single_threaded_blas_limits_and_restores():
-    from threadpoolctl import threadpool_info
-
-    from mahal.linalg import single_threaded_blas
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    for _ in range(2):  # the cached controller works more than once
-        with single_threaded_blas():
-            inside = blas_threads()
-        assert inside and all(n == 1 for n in inside)
-        assert blas_threads() == before

@@ -13,13 +13,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import LMNN, LMNNEnergyClassifier
-from mahal.lmnn import (
-    _Pool,
-    find_impostors,
-    lmnn_loss_grad,
-    lmnn_solve,
-    select_target_neighbors,
-)
+from mahal._lmnn_neighbors import find_impostors, select_target_neighbors
+from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
+from mahal._parallel import RowChunkPool
 
 
 # ---------------------------------------------------------------------------
@@ -222,7 +218,7 @@ def test_impostor_search_equals_brute_force(n_threads):
     D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
     want = {(i, l) for i, l in zip(*np.nonzero((D < rho2[:, None])
                                                 & (y[:, None] != y[None])))}
-    pool = _Pool(n_threads)
+    pool = RowChunkPool(n_threads)
     try:
         src, dst = find_impostors(Z, y, rho2, pool=pool)
         assert set(zip(src.tolist(), dst.tolist())) == want
@@ -251,7 +247,7 @@ def test_low_precision_search_equals_brute_force():
 def test_cached_oracle_is_exact(max_candidates):
     # The solver's oracle (enlarged-radius candidates, float32 search, capped
     # fallback to the exact radius) gives the exact loss and gradient after a search.
-    from mahal.lmnn import _LossOracle, _Problem
+    from mahal._lmnn_solver import _LossOracle, _Problem
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -268,58 +264,51 @@ def test_cached_oracle_is_exact(max_candidates):
 
 
 @pytest.mark.parametrize("max_period", [1, 16])
-def test_final_point_is_verified_by_a_search(max_period, monkeypatch):
-    # The solver's final L is checked by an impostor search at that very point:
-    # a forced one, or (max_period=1: a search at every iteration) the periodic
-    # search the last iteration made there, which is then not repeated.
-    from mahal import lmnn as lmnn_module
-
-    searched = []
-    refresh = lmnn_module._LossOracle._refresh
-
-    def spy(self, Z, radius):
-        searched.append(Z.copy())
-        return refresh(self, Z, radius)
-
-    monkeypatch.setattr(lmnn_module._LossOracle, "_refresh", spy)
+def test_final_point_is_verified_by_a_search(max_period):
+    # The solver's final L is one whose loss an impostor search verified: the
+    # value it reports for it equals the exact loss (a fresh search at that L). A
+    # small slack (candidates within 2% more than the margin radius: just above
+    # the float32 search's rounding) makes the graph go stale fast, so an
+    # unverified value would be too low.
     X, y = _blobs(150, 4, 3, 12)
     tn = select_target_neighbors(X, y, 3)
-    L, n_iter, _, info = lmnn_solve(X, y.astype(np.int64), tn, np.eye(4), max_iter=30,
-                                    max_period=max_period)
-    assert info["n_searches"] == len(searched)
-    np.testing.assert_allclose(searched[-1], (X - X.mean(0)) @ L.T, rtol=1e-9,
-                               atol=1e-9)
-    if max_period == 1:  # (no second search at the same point)
-        assert not np.allclose(searched[-1], searched[-2])
+    iterates = {0: np.eye(4)}
+    L, n_iter, _, info = lmnn_solve(
+        X, y.astype(np.int64), tn, np.eye(4), max_iter=30, max_period=max_period,
+        slack=0.02, callback=lambda L, it: iterates.__setitem__(it, L))
+    assert sorted(iterates) == list(range(n_iter + 1))
+    final = [f for it, f in info["verified"] if np.array_equal(iterates[it], L)]
+    assert final
+    assert final[-1] == pytest.approx(lmnn_loss_grad(L, X, y, tn)[0], rel=1e-12)
+    # and every value reported as verified is exact at its point
+    for it, f in info["verified"]:
+        assert f == pytest.approx(lmnn_loss_grad(iterates[it], X, y, tn)[0],
+                                  rel=1e-12)
 
 
-def test_returns_the_best_point_a_search_verified(monkeypatch):
+def test_returns_the_best_point_a_search_verified():
     # With a tiny slack the candidate graph goes stale fast and L-BFGS can follow
     # its underestimated values uphill; the solver must not return a point worse
-    # than one that a search verified during its last stage (on this digits
-    # subset the old code returned 671.7 after verifying 608.2).
+    # than one that a search verified during its last stage (this digits subset
+    # and slack make that happen).
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
-    from mahal import lmnn as lmnn_module
-
-    verified = []
-    settle = lmnn_module._LossOracle._settle
-
-    def spy(self, *args, **kwargs):
-        out = settle(self, *args, **kwargs)
-        if self.checked is not None and self.smooth == 0.0:
-            verified.append(self.checked[0])
-        return out
-
-    monkeypatch.setattr(lmnn_module._LossOracle, "_settle", spy)
     X, y = load_digits(return_X_y=True)
     idx = np.random.default_rng(1).permutation(len(y))[:400]
     X, y = StandardScaler().fit_transform(X)[idx], y[idx]
     tn = select_target_neighbors(X, y, 3)
-    L, _, _, _ = lmnn_solve(X, y, tn, np.eye(64), slack=0.02, max_iter=50)
+    iterates = {0: np.eye(64)}
+    L, _, _, info = lmnn_solve(X, y, tn, np.eye(64), slack=0.02, max_iter=50,
+                               callback=lambda L, it: iterates.__setitem__(it, L))
+    exact = {it: lmnn_loss_grad(iterates[it], X, y, tn)[0]
+             for it, _ in info["verified"]}
+    # (float32 products here: the solver's points carry float32 rounding of L)
+    assert info["low_precision"]
+    for it, f in info["verified"]:
+        assert f == pytest.approx(exact[it], rel=1e-6)
     f = lmnn_loss_grad(L, X, y, tn)[0]
-    assert f <= min(verified) * (1 + 1e-9)
+    assert f <= min(exact.values()) * (1 + 1e-9)
 
 
 def test_energy_kernel_matches_definition():
@@ -344,20 +333,17 @@ def test_energy_kernel_matches_definition():
 
 
 @pytest.mark.parametrize("seed, float32_products", [(0, False), (1, False), (0, True)])
-def test_solver_reaches_sdp_optimum(seed, float32_products, monkeypatch):
+def test_solver_reaches_sdp_optimum(seed, float32_products):
     pytest.importorskip("cvxpy")
-    import mahal.lmnn as lmnn_module
     from mahal.reference import lmnn, lmnn_objective
-
-    # (float32 products: the solver's size rule uses them from _F32_FLOPS on)
-    monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
 
     X, y = _blobs(42, 3, 3, seed)
     tn = select_target_neighbors(X, y, 2)
     M_opt, f_opt = lmnn(X, y, tn, mu=0.5)
     assert lmnn_objective(M_opt, X, y, tn) == pytest.approx(f_opt, rel=1e-5)
-    L, _, _, _ = lmnn_solve(X, y.astype(np.int64), tn, np.eye(3), mu=0.5,
-                            max_iter=300, tol=1e-10)
+    L, _, _, info = lmnn_solve(X, y.astype(np.int64), tn, np.eye(3), mu=0.5,
+                               max_iter=300, tol=1e-10, low_precision=float32_products)
+    assert info["low_precision"] == float32_products
     f = lmnn_objective(L.T @ L, X, y, tn)
     assert f == pytest.approx(lmnn_loss_grad(L, X, y, tn)[0], rel=1e-10)
     assert f >= f_opt * (1 - 1e-6)
@@ -368,45 +354,33 @@ def test_solver_reaches_sdp_optimum(seed, float32_products, monkeypatch):
     assert f_est <= f_opt * 1.01
 
 
-def test_wide_problem_uses_float32_products_at_equal_objective(monkeypatch):
+def test_wide_problem_uses_float32_products_at_equal_objective():
     # From n d r >= _F32_FLOPS the solver's products run in float32 by default; the
     # objective it reaches after 100 iterations equals the float64 solver's (here
-    # within 0.5%; measured 295.7 against 295.7, and 293.5 for both after ~190
-    # iterations; runs stopped far from the optimum, at 30, differ by ~1%).
-    import mahal.lmnn as lmnn_module
+    # within 0.5%; runs stopped far from the optimum, at 30, differ by ~1%).
+    from mahal._lmnn_solver import _F32_FLOPS
 
     X, y = _blobs(1000, 130, 5, 31, spread=3.0)
-    assert X.size * X.shape[1] >= lmnn_module._F32_FLOPS
-    dtypes = []
-    transform = lmnn_module._Problem.transform
-
-    def spy(self, L, low_precision=False):
-        Z = transform(self, L, low_precision)
-        dtypes.append(Z.dtype)
-        return Z
-
-    monkeypatch.setattr(lmnn_module._Problem, "transform", spy)
+    assert X.size * X.shape[1] >= _F32_FLOPS
+    tn = select_target_neighbors(X, y, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fast = LMNN(max_iter=100, n_jobs=1).fit(X, y)
-        assert np.float32 in dtypes
-        dtypes.clear()
-        monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 1e30)
-        exact = LMNN(max_iter=100, n_jobs=1).fit(X, y)
-        assert np.float32 not in dtypes
-    tn = fast.target_neighbors_
-    f_fast = lmnn_loss_grad(fast.components_, X, y, tn)[0]
-    f_exact = lmnn_loss_grad(exact.components_, X, y, tn)[0]
+        fast, _, _, info_fast = lmnn_solve(X, y, tn, np.eye(130), max_iter=100)
+        exact, _, _, info_exact = lmnn_solve(X, y, tn, np.eye(130), max_iter=100,
+                                             low_precision=False)
+    assert info_fast["low_precision"] and not info_exact["low_precision"]
+    f_fast = lmnn_loss_grad(fast, X, y, tn)[0]
+    f_exact = lmnn_loss_grad(exact, X, y, tn)[0]
     assert f_fast == pytest.approx(f_exact, rel=5e-3)
 
 
 @pytest.mark.parametrize("split, float32_products", [(2, False), (13, False), (2, True)])
-def test_default_budget_does_not_stall_on_digits(split, float32_products, monkeypatch):
-    # On split 2 the last L-BFGS stage used to stop on ftol after 8 iterations (a
-    # line search caught on a kink of the hinge) at 3.5x the objective that a long
-    # run reaches; the restart with a fresh memory gets within a few percent. On
-    # split 13 it followed values of a stale impostor graph to 6x that objective;
-    # the last stage now starts from an exact value.
+def test_default_budget_does_not_stall_on_digits(split, float32_products):
+    # The default budget (50 iterations) gets within 5% of a long run's objective
+    # on these digits splits: on split 2 a last stage can stop on ftol after a few
+    # iterations (a line search caught on a kink of the hinge), which the restart
+    # with a fresh memory gets past; on split 13 L-BFGS can follow values of a
+    # stale impostor graph, which the exact start of the last stage prevents.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -415,17 +389,16 @@ def test_default_budget_does_not_stall_on_digits(split, float32_products, monkey
     X, _, y, _ = train_test_split(X, y, test_size=0.3, stratify=y,
                                   random_state=split)
     X = StandardScaler().fit_transform(X)
-    import mahal.lmnn as lmnn_module
-
-    # (digits is above the size from which the solver uses float32 products)
-    monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
+    tn = select_target_neighbors(X, y, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        short = LMNN(n_jobs=1).fit(X, y)
-        long = LMNN(max_iter=300, n_jobs=1).fit(X, y)
-    tn = short.target_neighbors_
-    f_short = lmnn_loss_grad(short.components_, X, y, tn)[0]
-    f_long = lmnn_loss_grad(long.components_, X, y, tn)[0]
+        # (LMNN's defaults: identity start for a full-rank metric, 50 iterations)
+        short = lmnn_solve(X, y, tn, np.eye(64), max_iter=50,
+                           low_precision=float32_products)[0]
+        long = lmnn_solve(X, y, tn, np.eye(64), max_iter=300,
+                          low_precision=float32_products)[0]
+    f_short = lmnn_loss_grad(short, X, y, tn)[0]
+    f_long = lmnn_loss_grad(long, X, y, tn)[0]
     assert f_short <= 1.05 * f_long
 
 
@@ -448,6 +421,26 @@ def test_lmnn_improves_knn_on_iris_and_pipeline():
     assert est.n_features_in_ == 7 and est.n_iter_ >= 1
 
 
+def test_callback_sees_every_iteration_of_every_pass():
+    # scikit-learn NCA's callback(transformation, n_iter): called after every
+    # iteration, n_iter counted over all passes, with the current transformation;
+    # with one pass the solver's last verified iterate is the result.
+    X, y, _, _ = _balance_train()
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = LMNN(n_components=3, max_iter=20, n_jobs=1,
+                   callback=lambda L, it: seen.append((it, L))).fit(X, y)
+        assert [it for it, _ in seen] == list(range(1, one.n_iter_ + 1))
+        assert all(L.shape == (3, X.shape[1]) for _, L in seen)
+        assert any(np.array_equal(L, one.components_) for _, L in seen)
+        seen.clear()
+        two = LMNN(n_components=3, max_iter=20, n_passes=2, n_jobs=1,
+                   callback=lambda L, it: seen.append((it, L))).fit(X, y)
+    assert two.n_passes_ == 2
+    assert [it for it, _ in seen] == list(range(1, two.n_iter_ + 1))
+
+
 def test_n_components_and_init():
     X, y = _blobs(60, 5, 3, 3)
     for init in ("pca", "lda", "identity", "random"):
@@ -457,19 +450,26 @@ def test_n_components_and_init():
 
 
 @pytest.mark.parametrize("float32_products", [False, True])
-def test_deterministic_and_pickle(float32_products, monkeypatch):
-    import mahal.lmnn as lmnn_module
+def test_same_result_for_any_number_of_threads(float32_products):
+    # 8200 points of 46 features: the kernels run on the pool's row chunks and the
+    # products too (n r d above the size from which they are threaded); the sums
+    # over chunks do not depend on the number of threads.
+    X, y = _blobs(8200, 46, 3, 11)
+    tn = select_target_neighbors(X, y, 3)
+    L0 = np.random.default_rng(3).normal(size=(46, 46))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = [lmnn_solve(X, y, tn, L0, max_iter=4, n_threads=n,
+                           low_precision=float32_products) for n in (2, 1)]
+    np.testing.assert_array_equal(fits[0][0], fits[1][0])
+    assert fits[0][1] == fits[1][1]
 
+
+def test_deterministic_and_pickle():
     X, y = _blobs(1200, 4, 3, 11)
-    # several row chunks, and threads even for this small problem
-    monkeypatch.setattr(lmnn_module, "_F32_FLOPS", 0 if float32_products else 1e30)
-    monkeypatch.setattr(lmnn_module, "_CHUNK_ROWS", 256)
-    monkeypatch.setattr(lmnn_module, "_ROWS_PER_THREAD", 1)
-    monkeypatch.setattr(lmnn_module, "_THREADED_FLOPS", 1)  # products, axpys too
-    monkeypatch.setattr(lmnn_module, "_THREADED_ELEMS", 1)
     a = LMNN(init="random", random_state=3, n_jobs=2).fit(X, y)
     b = LMNN(init="random", random_state=3, n_jobs=1).fit(X, y)
-    np.testing.assert_array_equal(a.components_, b.components_)
+    np.testing.assert_allclose(a.components_, b.components_, rtol=1e-12, atol=1e-12)
     c = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(c.transform(X), a.transform(X))
     clf = LMNNEnergyClassifier(n_jobs=2).fit(X, y)
@@ -527,6 +527,19 @@ def test_bad_input():
         LMNNEnergyClassifier().fit(X, np.zeros(30))
 
 
+@pytest.mark.parametrize("param, value", [
+    ("n_neighbors", 0), ("n_neighbors", True), ("max_iter", 1.5), ("n_passes", 0),
+    ("tol", -1.0), ("regularization", 0.0), ("smoothing", ()), ("smoothing", [1, -1]),
+    ("smoothing", [np.nan]), ("init", "foo"), ("n_jobs", 0), ("n_components", 0)])
+def test_bad_parameter_gets_one_clear_message(param, value):
+    # scikit-learn's declarative validation: the message names the parameter, the
+    # estimator, what is allowed and the value given
+    X, y = _blobs(30, 3, 3, 13)
+    with pytest.raises(ValueError, match=f"The '{param}' parameter of LMNN must be "
+                                         r".* Got .* instead\."):
+        LMNN(**{param: value}).fit(X, y)
+
+
 def test_small_class_warns_and_uses_classmates():
     X, y = _blobs(30, 3, 3, 14)
     y = y.copy()
@@ -569,7 +582,7 @@ def test_add_missed_kernel(smooth):
     # the margin radius, against a set-based loop; with ``patch``, the evaluation
     # on the old graph plus their terms equals the evaluation on the new graph.
     from mahal import _lmnn_kernels as K
-    from mahal.lmnn import _Problem
+    from mahal._lmnn_solver import _Problem
 
     X, y = _blobs(60, 3, 3, 4)
     tn = select_target_neighbors(X, y, 3)
@@ -590,11 +603,11 @@ def test_add_missed_kernel(smooth):
                  if ((Z[i] - Z[l]) ** 2).sum() < radius[i])
     assert expect > 10
     U0 = np.zeros((1, 3))
-    got = K.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, prob.tn,
+    got = K.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, prob.target_neighbors,
                        prob.mu, smooth, U0, False)
     assert got[0] == expect and not U0.any()
     # a graph holds all of its own pairs
-    assert K.add_missed(new_ptr, new_idx, new_ptr, new_idx, Z, radius, prob.tn,
+    assert K.add_missed(new_ptr, new_idx, new_ptr, new_idx, Z, radius, prob.target_neighbors,
                         prob.mu, smooth, U0, False)[0] == 0
     # patch: old ∪ new evaluated directly against old + the missed terms
     both = [np.union1d(o, w) for o, w in zip(old_rows, new_rows)]
@@ -603,7 +616,7 @@ def test_add_missed_kernel(smooth):
     f_b, U_b, act_b, _ = prob.weights(Z, b_ptr, b_idx, smooth)
     f_o, U_o, act_o, _ = prob.weights(Z, old_ptr, old_idx, smooth)
     n_miss, df, dact = K.add_missed(old_ptr, old_idx, b_ptr, b_idx, Z, radius,
-                                    prob.tn, prob.mu, smooth, U_o, True)
+                                    prob.target_neighbors, prob.mu, smooth, U_o, True)
     assert n_miss == expect and dact > 0
     assert f_o + df == pytest.approx(f_b, rel=1e-12)
     assert act_o + dact == act_b
@@ -621,7 +634,7 @@ def test_line_oracle_is_exact(low_precision, serial):
     # slope are exact for that point and direction, and within float32 rounding
     # of those at L + αP. Both ways of making a trial: one compiled call (small
     # problems, serial) and the row-chunked kernels.
-    from mahal.lmnn import _LossOracle, _Problem
+    from mahal._lmnn_solver import _LossOracle, _Problem
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -642,10 +655,10 @@ def test_line_oracle_is_exact(low_precision, serial):
         assert Q.dtype == (np.float32 if low_precision else np.float64)
         f, dphi = oracle.trial(alpha)
         Zt = oracle.Z + alpha * Q.astype(np.float64)
-        ft, Ut, _, _ = oracle.prob.weights(Zt, oracle.indptr, oracle.indices, 0.0)
+        ft, Ut, _, _ = oracle.problem.weights(Zt, oracle.indptr, oracle.indices, 0.0)
         assert f == pytest.approx(ft, rel=1e-12)
         assert dphi == pytest.approx(2 * np.vdot(Ut, Q.astype(np.float64)), rel=1e-10)
-        f0, g0, _ = oracle.prob.loss_grad(oracle.prob.transform(L + alpha * P),
+        f0, g0, _ = oracle.problem.loss_grad(oracle.problem.transform(L + alpha * P),
                                           oracle.indptr, oracle.indices, 0.0)
         assert f == pytest.approx(f0, rel=rel / 10)
         assert dphi == pytest.approx(np.vdot(g0, P), rel=rel)
@@ -668,7 +681,7 @@ def test_trial_point_carries_its_screening_inputs():
     # (K.step makes all three in one pass); with 40 components the loss kernel
     # screens candidates with them, and the trial's value equals an evaluation
     # that makes them from scratch.
-    from mahal.lmnn import _SCREEN_DIM, _LossOracle, _Problem
+    from mahal._lmnn_solver import _SCREEN_DIM, _LossOracle, _Problem
 
     X, y = _blobs(300, 40, 3, 4)
     assert X.shape[1] >= _SCREEN_DIM
@@ -684,36 +697,31 @@ def test_trial_point_carries_its_screening_inputs():
         np.testing.assert_array_equal(Z32, oracle._Zt.astype(np.float32))
         np.testing.assert_allclose(oracle._Zt, Zt, rtol=1e-14, atol=1e-12)
         np.testing.assert_allclose(norms, (Zt ** 2).sum(1), rtol=1e-12)
-        ft = oracle.prob.weights(Zt, oracle.indptr, oracle.indices, 0.0)[0]
+        ft = oracle.problem.weights(Zt, oracle.indptr, oracle.indices, 0.0)[0]
         assert f == pytest.approx(ft, rel=1e-12)
 
 
-@pytest.mark.parametrize("n, limited", [(600, False), (8192, True)])
-def test_blas_keeps_its_threads_only_below_8192_points(n, limited, monkeypatch):
-    # Below 2 × _ROWS_PER_THREAD points the kernels never run threaded and BLAS
-    # keeps its own threads for the products; from there on it is limited to one
-    # thread during the solve (the pool's threads would compete with it).
+@pytest.mark.parametrize("n, n_jobs, limited", [(600, 1, True), (600, 2, False),
+                                                (8192, 2, True)])
+def test_blas_threads_follow_the_shared_policy(n, n_jobs, limited):
+    # One thread (n_jobs=1): BLAS too is limited to one. With more, BLAS keeps its
+    # own threads while the kernels run serially (below 2 × 4096 points) and is
+    # limited to one while they run on the pool's threads. (Seen from the
+    # callback, which runs inside the fit.)
     from threadpoolctl import threadpool_info, threadpool_limits
-
-    from mahal import lmnn as lmnn_module
 
     def blas_threads():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     seen = []
-    solve = lmnn_module._lmnn_lbfgs
-
-    def spy(*args, **kwargs):
-        seen.append(blas_threads())
-        return solve(*args, **kwargs)
-
-    monkeypatch.setattr(lmnn_module, "_lmnn_lbfgs", spy)
     X, y = _blobs(n, 3, 3, 4)
     with threadpool_limits(2, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         outside = blas_threads()
-        LMNN(max_iter=2).fit(X, y)
-    assert seen == [[1] * len(outside) if limited else outside]
+        LMNN(max_iter=2, n_jobs=n_jobs,
+             callback=lambda L, it: seen.append(blas_threads())).fit(X, y)
+    assert seen and all(s == ([1] * len(outside) if limited else outside)
+                        for s in seen)
 
 
 @pytest.mark.parametrize("n", [700, 200])
@@ -721,9 +729,9 @@ def test_find_impostors_chunked_scan_matches_bruteforce(n):
     # The blocked search's scan (700 points) and the one-pass search of small
     # problems (200 points: n² r below _SMALL_SEARCH), both with many pairs and
     # buffer growth, equal a dense check; max_pairs gives up.
-    from mahal import lmnn as lmnn_module
+    from mahal._lmnn_neighbors import _SMALL_SEARCH
 
-    assert (n * n * 3 <= lmnn_module._SMALL_SEARCH) == (n == 200)
+    assert (n * n * 3 <= _SMALL_SEARCH) == (n == 200)
     rng = np.random.default_rng(5)
     Z = rng.normal(size=(n, 3))
     y = rng.integers(0, 4, size=n).astype(np.int64)

@@ -367,7 +367,7 @@ def test_init_options():
         A = MMC(init=init, tol=1e-6, max_iter=1000, random_state=0).fit(
             pairs, y).get_mahalanobis_matrix()
         assert _mmc_objective(A, pairs, y)[0] >= ref * (1 - 1e-3)
-    with pytest.raises(ValueError, match="init must be one of"):
+    with pytest.raises(ValueError, match="'init' parameter of MMC must be a str among"):
         MMC(init="pca").fit(pairs, y)
 
 

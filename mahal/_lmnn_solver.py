@@ -1,0 +1,643 @@
+"""LMNN's solver: L-BFGS over ``L`` with exact loss and gradient.
+
+For each point ``i`` its ``k`` target neighbours ``j(i)`` are its ``k`` nearest
+same-class points in the input space, fixed before learning. With squared learned
+distances ``d_ij = ‖L(x_i − x_j)‖²`` the objective is
+
+    ε(L) = (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
+
+(``μ`` = ``regularization``). :func:`lmnn_loss_grad` is the plain function of that
+objective; :func:`lmnn_solve` minimises it over ``L``; ``mahal.reference.lmnn``
+hands the same objective (in ``M = LᵀL``) to cvxpy.
+
+Design (the measurements behind each choice are in ``docs/solver_notes.rst``):
+
+- L-BFGS (:func:`mahal._optimize.lbfgs`) with its line search in the transformed
+  space: along a direction ``P`` a trial point is ``Z + α X Pᵀ`` (an axpy) and its
+  directional derivative ``2 ⟨U, X Pᵀ⟩``, so an iteration costs two products with
+  ``X`` however many trials its line search makes.
+- The hinge is Huber-smoothed with a width that shrinks over a few stages (default
+  1, 0.1, then 0 = the exact hinge), each warm-started from the previous one's point
+  and correction pairs: the quasi-Newton model needs a smooth function (on the exact
+  hinge alone L-BFGS stalls early). The last stage starts from an exact value,
+  restarts L-BFGS with a fresh memory when it stops on a small relative decrease
+  right after real progress (a line search caught on a kink), and goes back to the
+  best point a search verified if it ended above it.
+- Impostor *candidates* are kept in a directed sparse graph: row ``i`` holds the
+  differently-labelled points within ``(1 + slack)`` times ``i``'s margin radius
+  ``√(1 + max_j d_ij)`` at the last search. The loss kernel filters them with the
+  exact current radius, so loss and gradient are exact unless an impostor came from
+  beyond the enlarged radius. The graph is searched again every ``period``
+  iterations, at an accepted point (never inside a line search, so the function
+  stays the same along a line); the impostors the old graph missed there are added
+  to the evaluation already made. ``period`` adapts to how much the old graph
+  missed; the final ``L`` is always verified by a search. ``slack`` halves when the
+  enlarged radius would hold too many candidates (high intrinsic dimension).
+- The search visits each pair of classes once, in blocks of (rows of class c) ×
+  (points of the classes after c), with BLAS dot products in float32 and one numba
+  pass comparing with both points' radii. Memory: ``O(n k + candidates + block)``,
+  never ``n × n``. Small problems are searched in one compiled pass.
+- The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair
+  graph ``W`` (target pairs and active impostor pairs), computed per row by a numba
+  kernel: no outer products. Large problems form ``Uᵀ X`` and ``X Pᵀ`` in float32;
+  values and slopes along a line stay exact for the direction actually followed.
+- Parallelism (:mod:`mahal._parallel`): the kernels release the GIL and run on row
+  chunks on ``n_threads`` threads; chunks do not depend on the number of threads, so
+  results are identical for any ``n_jobs``. Small problems run each evaluation's
+  kernels as a single compiled call (fixed costs dominate there).
+"""
+
+import sys
+import time
+
+import numpy as np
+from sklearn.preprocessing import LabelEncoder
+
+from . import _lmnn_kernels as kernels
+from ._lmnn_neighbors import _sq_norms, find_impostors
+from ._optimize import lbfgs
+from ._parallel import SERIAL, RowChunkPool, blas_threads
+
+# A refresh that finds at most this share of the active impostor pairs missed by
+# the old candidate graph does not shorten the search period. (Missed pairs are
+# added exactly at the refresh point, so this only bounds how stale the values
+# between two searches may be.) In the smoothed stages, which only warm-start the
+# exact one, the share missed does not shorten the period; in every stage, an
+# exact value that has risen since the previous search does (see _settle).
+_MISS_TOL = 0.1
+# Rule out impostor candidates in float32 first from this many components on
+# (see kernels.loss_weights).
+_SCREEN_DIM = 32
+_ROWS_PER_THREAD = 4096  # fewer rows per thread: serial
+# Below these sizes the matrix products (multiply-adds) and the axpy / inner
+# products (elements) run in one piece (see _Problem.transform).
+_THREADED_FLOPS = 1 << 24
+_THREADED_ELEMS = 1 << 21
+# The solver forms X Pᵀ (search direction) and Uᵀ X (gradient) in float32 from
+# this many multiply-adds on. Both are exact where it matters: a trial point is
+# Z + α (X Pᵀ) with the float32 product as the direction actually followed, and
+# its slope 2 ⟨U, X Pᵀ⟩ is taken along that same array, so values and slopes
+# along a line stay consistent; only the direction's L-space copy and the
+# gradient that builds the next direction carry float32 rounding. Below this size
+# the casts cost about what they save.
+_F32_FLOPS = 1 << 20
+_MAXCOR = 20  # L-BFGS memory
+# The last stage restarts L-BFGS (at most _MAX_RESTARTS times) when its final
+# check found missed impostors, or when it stopped on ftol within half its budget
+# after lowering the objective by more than _RESTART_GAIN (relative).
+_MAX_RESTARTS = 3
+_RESTART_GAIN = 0.01
+_STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
+
+
+def _screens(r):
+    """Whether the loss kernel screens candidates in float32 at ``r`` components."""
+    return r >= _SCREEN_DIM
+
+
+def _to_csr(src, dst, n):
+    ptr, perm = kernels.group_by(src, n)
+    return ptr, dst[perm]
+
+
+def _transpose_targets(targets):
+    n, k = targets.shape
+    flat = targets.ravel()
+    keep = np.flatnonzero(flat >= 0)
+    ptr, perm = kernels.group_by(flat[keep], n)
+    return ptr, keep[perm].astype(np.int64)
+
+
+class _Problem:
+    """Data of one LMNN problem and the exact loss/gradient for a candidate graph."""
+
+    def __init__(self, X, y, targets, mu, pool=SERIAL):
+        self.Xc = np.ascontiguousarray(X - X.mean(axis=0), dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.target_neighbors = np.ascontiguousarray(targets, dtype=np.int64)
+        # (CSR of the points that have each point as a target neighbour)
+        self.targeted_by_ptr, self.targeted_by = _transpose_targets(
+            self.target_neighbors)
+        self.mu = float(mu)
+        self.pool = pool
+        self.n = self.Xc.shape[0]
+        self.ranges = pool.ranges(self.n)
+        # never threaded at this size, whatever n_jobs: the loss kernels run in
+        # one compiled call each
+        self.serial = pool.n_threads == 1 and self.n < 2 * _ROWS_PER_THREAD
+        self._Xc32 = None
+
+    # Matrix products of fewer than _THREADED_FLOPS multiply-adds, and axpys and
+    # inner products of fewer than _THREADED_ELEMS elements, run in one piece in
+    # the calling thread: the pool's hand-offs cost more than they save there. The
+    # choice depends on sizes only, never on ``n_jobs``.
+
+    def _data(self, low_precision):
+        """``Xc`` and its dtype: float64, or a float32 copy (made once)."""
+        if not low_precision:
+            return self.Xc, np.float64
+        if self._Xc32 is None:
+            self._Xc32 = self.Xc.astype(np.float32)
+        return self._Xc32, np.float32
+
+    def transform(self, L, low_precision=False):
+        """``Xc Lᵀ``; in float32 (a float32 array) if ``low_precision``."""
+        X, dtype = self._data(low_precision)
+        Z = np.empty((self.n, L.shape[0]), dtype=dtype)
+        LT = np.ascontiguousarray(L.T, dtype=dtype)
+        # (out=: a temporary of this size would cost page faults at every call)
+        if Z.size * LT.shape[0] < _THREADED_FLOPS:
+            return np.matmul(X, LT, out=Z)
+        self.pool.map(lambda chunk: np.matmul(X[chunk[0]:chunk[1]], LT,
+                                           out=Z[chunk[0]:chunk[1]]), self.ranges)
+        return Z
+
+    def radius(self, Z):
+        radius = np.zeros(self.n)
+        self.pool.map(lambda chunk: kernels.target_distances(
+            Z, self.target_neighbors, chunk[0], chunk[1], radius), self.ranges)
+        return radius
+
+    def search(self, Z, rho2, low_precision=False, max_pairs=None):
+        res = find_impostors(Z, self.y, rho2, pool=self.pool,
+                             low_precision=low_precision, max_pairs=max_pairs)
+        if res is None:
+            return None
+        return _to_csr(res[0], res[1], self.n)
+
+    def _rows(self, fn, size):
+        """``[fn(r0, r1), ...]`` over all rows: one piece for fewer than
+        ``_THREADED_ELEMS`` elements (``size``), else one call per row chunk."""
+        if size < _THREADED_ELEMS:
+            return [fn(0, self.n)]
+        return self.pool.map(lambda chunk: fn(chunk[0], chunk[1]), self.ranges)
+
+    def aux_buffers(self, r):
+        """Room for the screening inputs of the loss kernel at a point of ``r``
+        components: its float32 copy (a 1 × 1 dummy below _SCREEN_DIM components)
+        and its squared row norms."""
+        return (np.empty((self.n, r) if _screens(r) else (1, 1), dtype=np.float32),
+                np.empty(self.n))
+
+    def aux(self, Z):
+        """``(Z32, norms)``: the screening inputs of the loss kernel at ``Z``."""
+        out = self.aux_buffers(Z.shape[1])
+        screen = _screens(Z.shape[1])
+        self._rows(lambda a, b: kernels.point_aux(Z, out[0], out[1], screen, a, b), Z.size)
+        return out
+
+    def weights(self, Z, indptr, indices, smooth, aux=None):
+        """Loss at ``Z``, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), the
+        number of active triplets and the number of active impostor pairs. ``aux``:
+        ``Z``'s :meth:`aux`, if already made."""
+        n, k = self.target_neighbors.shape
+        screen = _screens(Z.shape[1])
+        Z32, norms = self.aux(Z) if aux is None else aux
+        if self.serial:
+            f, U, act, n_pairs = kernels.loss_grad_serial(
+                Z, Z32, norms, screen, self.target_neighbors, self.targeted_by_ptr,
+                self.targeted_by, indptr, indices, self.mu, smooth)
+            return f, U, int(act), int(n_pairs)
+        row_loss, wt, act, active_count = kernels.loss_buffers(n, k)
+        # (each chunk lists its rows' active pairs in row order)
+        parts = self.pool.map(lambda chunk: kernels.loss_weights(
+            Z, Z32, norms, screen, self.target_neighbors, indptr, indices, self.mu,
+            smooth, chunk[0], chunk[1], row_loss, wt, act, active_count), self.ranges)
+        active_dst = np.concatenate([p[0] for p in parts])
+        active_weight = np.concatenate([p[1] for p in parts])
+        (active_ptr, active_src, active_ptr_by_dst,
+         active_perm_by_dst) = kernels.index_active(active_count, active_dst)
+        U = np.empty_like(Z)
+        self.pool.map(lambda chunk: kernels.laplacian_dot(
+            Z, self.target_neighbors, wt, self.targeted_by_ptr, self.targeted_by,
+            active_ptr, active_dst, active_weight, active_ptr_by_dst,
+            active_perm_by_dst, active_src, chunk[0], chunk[1], U), self.ranges)
+        return float(row_loss.sum()), U, int(act.sum()), int(active_dst.shape[0])
+
+    def grad(self, U, low_precision=False):
+        """``2 Uᵀ Xc``, the gradient w.r.t. ``L`` (the product in float32 if
+        ``low_precision``)."""
+        X, dtype = self._data(low_precision)
+        if U.size * X.shape[1] < _THREADED_FLOPS:
+            G = (U.astype(dtype, copy=False).T @ X).astype(np.float64, copy=False)
+            G *= 2.0
+            return G
+        parts = self.pool.map(
+            lambda chunk: U[chunk[0]:chunk[1]].astype(dtype, copy=False).T
+            @ X[chunk[0]:chunk[1]], self.ranges)
+        return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
+
+    def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
+        """Evaluation at ``out = Z + alpha ZP`` (with its :meth:`aux` written into
+        ``aux``): ``(f, U, act, n_pairs)`` as :meth:`weights`, and the slope ``2 ⟨U,
+        ZP⟩`` along ``ZP``."""
+        screen = _screens(Z.shape[1])
+        if self.serial:
+            f, U, act, n_pairs, slope = kernels.trial_serial(
+                Z, ZP, alpha, out, aux[0], aux[1], screen, self.target_neighbors,
+                self.targeted_by_ptr, self.targeted_by, indptr, indices, self.mu,
+                smooth)
+            return (f, U, int(act), int(n_pairs)), slope
+        self._rows(lambda a, b: kernels.step(Z, ZP, alpha, out, aux[0], aux[1],
+                                             screen, a, b), Z.size)
+        evaluation = self.weights(out, indptr, indices, smooth, aux)
+        return evaluation, 2.0 * self.inner(evaluation[1], ZP)
+
+    def inner(self, U, V):
+        """``⟨U, V⟩`` (summed over row chunks that do not depend on ``n_jobs``)."""
+        if V.dtype == np.float32:
+            return float(sum(self._rows(lambda a, b: kernels.row_inner(U, V, a, b),
+                                        U.size)))
+        return float(sum(self._rows(lambda a, b: np.vdot(U[a:b], V[a:b]), U.size)))
+
+    def loss_grad(self, Z, indptr, indices, smooth):
+        f, U, act, _ = self.weights(Z, indptr, indices, smooth)
+        return f, self.grad(U), act
+
+
+def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):
+    """The LMNN objective and its gradient w.r.t. ``L`` (exact impostor search).
+
+    Parameters
+    ----------
+    L : ndarray of shape (r, d)
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    target_neighbors : ndarray of shape (n, k), int (−1 = none)
+    mu : float
+        Weight of the push term.
+    smooth : float, default=0
+        Huber smoothing width of the hinge (0: the exact hinge).
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (r, d)
+    n_active : int
+        Number of triplets with a positive hinge argument.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    L = np.asarray(L, dtype=np.float64)
+    y = LabelEncoder().fit_transform(y).astype(np.int64)
+    problem = _Problem(X, y, target_neighbors, mu)
+    Z = problem.transform(L)
+    indptr, indices = problem.search(Z, problem.radius(Z))
+    return problem.loss_grad(Z, indptr, indices, float(smooth))
+
+
+class _LossOracle:
+    """LMNN loss/gradient for L-BFGS, with a lazily refreshed impostor-candidate graph.
+
+    Candidates of ``i`` are the other-class points within ``(1 + slack)`` times its
+    margin radius at the last search; the loss kernel filters them with the exact
+    current radius, so the value is exact whenever no impostor has come from beyond
+    the enlarged radius. The graph is searched again every ``period`` iterations
+    (at an accepted point, never inside a line search, so that the function stays
+    the same along a line); the terms of the impostors that the old graph had
+    missed there are added to the evaluation already made (``kernels.add_missed``, a
+    membership test: no second evaluation). ``period`` doubles when at most
+    ``_MISS_TOL`` of the active impostor pairs were missed (or in a smoothed
+    stage) and halves otherwise, or when the exact value has risen since the
+    previous search.
+    ``evaluate(L, force_search=True)`` does an exact search at ``L``.
+
+    It is a line oracle for :func:`mahal._optimize.lbfgs`: a trial step along ``P``
+    costs ``Z + α X Pᵀ`` (``X Pᵀ`` once per direction) and the loss kernel; the
+    directional derivative is ``2 ⟨U, X Pᵀ⟩``; the gradient product ``2 Uᵀ X`` is
+    only formed at accepted points. Lives only during ``fit`` (never stored on the
+    estimator).
+    """
+
+    def __init__(self, problem, r, slack=0.15, max_period=16, max_candidates=None):
+        self.problem = problem
+        # the products of the search directions and of the gradient in float32
+        # from this size on (see _F32_FLOPS)
+        self.low_precision = problem.Xc.size * r >= _F32_FLOPS
+        # memory for candidates: ~24 bytes each
+        self.max_candidates = (max_candidates if max_candidates is not None
+                               else max(10_000_000, 20 * problem.target_neighbors.size))
+        self.n_capped = 0
+        self.current_slack = slack
+        self.r = r
+        self.slack = slack
+        self.max_period = max_period
+        self.period = 1
+        self.since = 0
+        self.smooth = 0.0
+        self.indptr = self.indices = None
+        self.n_search = 0
+        self.n_missed = 0
+        self.n_evals = 0
+        self.t_search = 0.0
+        self.n_active = 0
+        self.n_candidates = 0
+        self.run_start_f = None  # first value of the current L-BFGS run
+        self._exact_f = None  # value at the run's last search
+        self.Z = self.ZP = self._Zt = self._aux = self._last = None
+        self.checked = None
+
+    def _refresh(self, Z, radius):
+        t0 = time.perf_counter()
+        rho2 = radius * (1.0 + self.current_slack) ** 2
+        res = self.problem.search(Z, rho2, low_precision=True,
+                               max_pairs=self.max_candidates)
+        if res is None:
+            # Too many candidates within the enlarged radius (high intrinsic
+            # dimension): take the exact impostors now, a smaller slack next time.
+            self.n_capped += 1
+            self.current_slack = max(0.01, 0.5 * self.current_slack)
+            # (the margin covers the float32 rounding, ~1e-7 of the squared norms)
+            margin = 1e-3 * radius + 1e-5 * _sq_norms(Z).max()
+            res = self.problem.search(Z, radius + margin, low_precision=True)
+            self.period = 1
+        elif (res[1].shape[0] < self.max_candidates // 4
+              and self.current_slack < self.slack):
+            self.current_slack = min(self.slack, 1.25 * self.current_slack)
+        self.indptr, self.indices = res
+        self.n_search += 1
+        self.since = 0
+        self.t_search += time.perf_counter() - t0
+
+    def _weights(self, Z, aux=None):
+        self.n_evals += 1
+        return self.problem.weights(Z, self.indptr, self.indices, self.smooth, aux)
+
+    def _settle(self, force_search=False, evaluation=None):
+        """Finish an evaluation at the current point ``self.Z``: search again if
+        due (or forced), then form the gradient. ``evaluation = (f, U, act, n_pairs)`` is the
+        evaluation there on the current graph, if one was made (a line-search
+        trial); after a search, the terms of the impostors that the old graph had
+        missed are added to it (:func:`kernels.add_missed`), so it need not be
+        evaluated again."""
+        Z = self.Z
+        missed = False
+        searched = True
+        if self.indptr is None:
+            self._refresh(Z, self.problem.radius(Z))
+            evaluation = self._weights(Z)
+        elif force_search or self.since >= self.period:
+            self._drop_line_buffers()
+            patch = evaluation is not None
+            old_ptr, old_idx = self.indptr, self.indices
+            radius = self.problem.radius(Z)
+            self._refresh(Z, radius)
+            if not patch:
+                evaluation = self._weights(Z)
+            f, U, act, n_pairs = evaluation
+            n_miss, df, dact = kernels.add_missed(
+                old_ptr, old_idx, self.indptr, self.indices, Z, radius,
+                self.problem.target_neighbors, self.problem.mu, self.smooth, U, patch)
+            if patch:
+                n_pairs += n_miss
+                evaluation = f + df, U, act + dact, n_pairs
+            missed = n_miss > 0
+            # The period halves when the old graph lacked more than _MISS_TOL of
+            # the active impostor pairs (in the last stage; the smoothed ones only
+            # warm-start it), or when the exact value has risen since the last
+            # search: then values on the stale graph led uphill.
+            rose = self._exact_f is not None and evaluation[0] > self._exact_f
+            if rose or (n_miss > _MISS_TOL * n_pairs and self.smooth == 0.0):
+                self.n_missed += 1
+                self.period = max(1, self.period // 2)
+            else:
+                self.period = min(self.max_period, 2 * self.period)
+        else:
+            searched = False
+            if evaluation is None:
+                evaluation = self._weights(Z)
+        f, U, act, _ = evaluation
+        # (whether this point's value is exact and checked by a search, and what
+        # the search found)
+        self.checked = (f, missed) if searched else None
+        if searched:
+            self._exact_f = f
+        self.since += 1
+        if self.run_start_f is None:
+            self.run_start_f = f
+        self.n_active = act
+        self.n_candidates = int(self.indices.shape[0])
+        return f, self.problem.grad(U, low_precision=self.low_precision), missed
+
+    def new_run(self, exact_start=False):
+        """Start of an L-BFGS run (on a new function if the smoothing changed);
+        with ``exact_start`` its first value is checked by a search."""
+        self.run_start_f = self._exact_f = None
+        if exact_start:
+            self.since = self.period
+
+    def evaluate(self, L, force_search=False):
+        """Loss, gradient (r, d) and whether the search (if one was made) found
+        impostors that the old candidate graph had missed; ``L`` becomes the
+        current point."""
+        self._drop_line_buffers()
+        self.Z = None
+        self.Z = self.problem.transform(L)
+        return self._settle(force_search)
+
+    def _drop_line_buffers(self):
+        # X Pᵀ, the trial point and the last trial's evaluation: n × r arrays each,
+        # not needed across a search (dropping them lowers the peak memory)
+        self.ZP = self._Zt = self._aux = self._last = None
+
+    # line oracle (mahal._optimize)
+    def start(self, x):
+        f, g, _ = self.evaluate(x.reshape(self.r, -1))
+        return f, g.ravel()
+
+    def set_direction(self, p):
+        self.ZP = self.problem.transform(p.reshape(self.r, -1),
+                                      low_precision=self.low_precision)
+        self._last = None
+
+    def trial(self, alpha):
+        if self._Zt is None or self._Zt is self.Z:
+            self._Zt = np.empty_like(self.Z)
+        if self._aux is None:
+            self._aux = self.problem.aux_buffers(self.r)
+        self._last = None  # (frees the previous trial's U first)
+        self.n_evals += 1
+        evaluation, slope = self.problem.trial(self.Z, self.ZP, alpha, self._Zt, self._aux,
+                                    self.indptr, self.indices, self.smooth)
+        self._last = alpha, evaluation
+        return evaluation[0], slope
+
+    def accept(self, alpha):
+        if self._last is None or self._last[0] != alpha:
+            self.trial(alpha)
+        evaluation = self._last[1]
+        self._last = None
+        self.Z, self._Zt = self._Zt, self.Z
+        f, g, _ = self._settle(evaluation=evaluation)
+        return f, g.ravel()
+
+
+def _smoothing_schedule(smoothing):
+    if smoothing is None:
+        return (0.0,)
+    return tuple(float(s) for s in np.ravel(smoothing))
+
+
+def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
+               smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.15, n_threads=1,
+               max_period=16, name="LMNN", low_precision=None, callback=None):
+    """Minimise the LMNN objective over ``L`` with L-BFGS.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,), int64 labels
+    target_neighbors : ndarray of shape (n, k), int64 (−1 = none)
+    L0 : ndarray of shape (r, d)
+    mu : float
+    max_iter : int
+        Total L-BFGS iterations over all smoothing stages.
+    tol : float
+        Relative decrease of the loss below which a stage stops (scipy ``ftol``).
+    smoothing : sequence of float
+        Huber widths of the successive stages; the last should be 0 (exact hinge).
+    verbose : bool
+    slack : float
+        Relative enlargement of the search radius for impostor candidates.
+    n_threads : int
+        At most this many threads (fewer for small problems: at most one per
+        4096 rows).
+    max_period : int
+        Longest interval (in iterations) between two impostor searches.
+    name : str
+        Prefix of the verbose output.
+    low_precision : bool or None, default=None
+        Form the products ``X Pᵀ`` (search direction) and ``Uᵀ X`` (gradient) in
+        float32; None: from ``n d r ≥ _F32_FLOPS`` multiply-adds on.
+    callback : callable or None
+        Called after every L-BFGS iteration as ``callback(L, n_iter)``, with the
+        current ``L`` of shape (r, d) (a copy) and the iterations so far.
+
+    Returns
+    -------
+    L : ndarray of shape (r, d)
+    n_iter : int
+    converged : bool
+    info : dict
+        Counts and timings (``n_evals``, ``n_searches``, ``time``, ...), and
+        ``low_precision`` (whether float32 products were used) and ``verified``:
+        the ``(n_iter, loss)`` of the exact stage's points whose loss an impostor
+        search verified (``n_iter`` as passed to ``callback``; 0 is ``L0``). The
+        returned ``L`` is one of them.
+    """
+    r, d = L0.shape
+    # Threads only pay off from a few thousand rows each.
+    pool = RowChunkPool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
+    try:
+        with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
+            return _lmnn_lbfgs(_Problem(X, y, target_neighbors, mu, pool), L0,
+                               max_iter, tol, _smoothing_schedule(smoothing), verbose,
+                               slack, max_period, name, low_precision, callback)
+    finally:
+        pool.close()
+
+
+def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name,
+                low_precision, user_callback):
+    r, d = L0.shape
+    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period)
+    if low_precision is not None:
+        oracle.low_precision = bool(low_precision)
+    verified = []  # (n_iter, loss) of the exact stage's points a search verified
+    x = np.ascontiguousarray(L0, dtype=np.float64).ravel().copy()
+    n_iter = 0
+    converged = True
+    t_start = time.perf_counter()
+    if verbose:
+        header = "{:>10} {:>8} {:>20} {:>12} {:>12} {:>10}".format(
+            "Iteration", "Smooth", "Objective Value", "#Active", "#Candidates",
+            "Time(s)")
+        print(f"[{name}]\n[{name}] {header}\n[{name}] {'-' * len(header)}")
+    state = {"t": time.perf_counter()}
+
+    def callback(_, f, xk):
+        nonlocal n_iter
+        n_iter += 1
+        if oracle.smooth == 0.0 and oracle.checked is not None:
+            verified.append((n_iter, oracle.checked[0]))
+            if oracle.checked[0] < best[0]:
+                best[:] = oracle.checked[0], xk.copy()
+        if user_callback is not None:
+            user_callback(xk.reshape(r, d).copy(), n_iter)
+        if verbose:
+            now = time.perf_counter()
+            print("[{}] {:>10} {:>8.3g} {:>20.6e} {:>12,} {:>12,} {:>10.2f}".format(
+                name, n_iter, oracle.smooth, f, oracle.n_active,
+                oracle.n_candidates, now - state["t"]))
+            state["t"] = now
+            sys.stdout.flush()
+
+    n_stages = len(stages)
+    si = 0
+    n_restarts = 0
+    tol_met = False
+    warm = None
+    while si < n_stages:
+        smooth = stages[si]
+        oracle.smooth = smooth
+        remaining = max_iter - n_iter
+        if remaining <= 0:
+            converged = False
+            break
+        last = si == n_stages - 1
+        # Earlier (smoothed) stages only need a rough solution.
+        budget = remaining if last else max(1, min(remaining, int(
+            _STAGE_SHARE * max_iter / max(1, n_stages - 1)) + 1))
+        oracle.new_run(exact_start=last)
+        x0, n_iter0 = x, n_iter
+        best = [np.inf, None]  # the last stage's best point verified by a search
+        res = lbfgs(oracle, x, budget, ftol=tol, gtol=1e-12, memory=_MAXCOR,
+                    callback=callback, warm=warm)
+        x = res.x
+        # The next stage (a less smoothed hinge) starts with this run's
+        # correction pairs (fewer evaluations at equal objective).
+        warm = res
+        if last:
+            # Verify with an exact search at the final L; if impostors were
+            # missed, continue from there with the refreshed graph.
+            # A run that stopped early on a small relative decrease (ftol) while
+            # still making progress is often a line search caught on a kink of the
+            # hinge: a fresh L-BFGS memory gets past it.
+            f_start = oracle.run_start_f
+            verified.append((n_iter0, f_start))
+            if oracle.checked is not None:
+                # the run ended on a point that its periodic search has just
+                # verified (the oracle's current point is always the run's x)
+                f_end, missed = oracle.checked
+            else:
+                f_end, _, missed = oracle.evaluate(x.reshape(r, d), force_search=True)
+                verified.append((n_iter, f_end))
+            stalled = (res.status == 0 and res.nit < budget // 2
+                       and f_start - f_end > _RESTART_GAIN * abs(f_start))
+            # Values on a stale candidate graph underestimate the loss; if L-BFGS
+            # followed them to a point whose exact value is above the run's exact
+            # start or above another point of the run that a search verified, go
+            # back to the best of them and search at every evaluation from now on.
+            if f_start <= best[0]:
+                best[:] = f_start, x0
+            worse = f_end > best[0]
+            if worse:
+                x = best[1]
+                oracle.max_period = oracle.period = 1
+            # a run that met ``tol`` on exact values has converged, even if the
+            # optional restart after it then runs out of iterations
+            tol_met = tol_met or (res.status == 0 and not missed and not worse)
+            if ((missed or stalled or worse) and n_restarts < _MAX_RESTARTS
+                    and n_iter < max_iter):
+                n_restarts += 1
+                warm = None  # (a restart wants a fresh memory)
+                continue
+            if res.status == 1 and n_iter >= max_iter and not tol_met:
+                converged = False
+        si += 1
+    info = dict(n_evals=oracle.n_evals, n_searches=oracle.n_search,
+                n_capped=oracle.n_capped, final_slack=oracle.current_slack,
+                n_missed=oracle.n_missed, search_time=oracle.t_search,
+                time=time.perf_counter() - t_start, n_candidates=oracle.n_candidates,
+                n_active=oracle.n_active, n_restarts=n_restarts,
+                low_precision=oracle.low_precision, verified=sorted(set(verified)))
+    return x.reshape(r, d), n_iter, converged, info
