@@ -66,11 +66,11 @@ def _profile():
         def on_start(self, ev):
             f = getattr(ev.data["dispatcher"], "py_func", None)
             name = f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', '?')}"
-            stack.append([name, time.perf_counter(), 0.0])
+            stack.append([name, time.thread_time(), 0.0])
 
         def on_end(self, ev):
             name, t0, nested = stack.pop()
-            inclusive = time.perf_counter() - t0
+            inclusive = time.thread_time() - t0
             if stack:
                 stack[-1][2] += inclusive
             owner = next((s[0] for s in reversed(stack + [[name]])
