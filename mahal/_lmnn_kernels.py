@@ -96,7 +96,10 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     m, d = Xc.shape
     cand = np.empty(kk, dtype=np.int64)
     val = np.empty(kk)
-    nc_max = nc.max()
+    nc_max = 0.0  # (a loop: ``nc.max()`` compiles numpy's reduction machinery)
+    for b in range(m):
+        if nc[b] > nc_max:
+            nc_max = nc[b]
     for a in range(G.shape[0]):
         i = s + a
         # (Gram-trick distances are exact to ~d·2⁻⁵³ of the squared norms: values
