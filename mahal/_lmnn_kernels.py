@@ -137,8 +137,9 @@ def _grow(src, dst, p, need):
         cap *= 2
     src2 = np.empty(cap, dtype=np.int64)
     dst2 = np.empty(cap, dtype=np.int64)
-    src2[:p] = src[:p]
-    dst2[:p] = dst[:p]
+    for q in range(p):  # (not a slice assignment: see _update in _optimize.py)
+        src2[q] = src[q]
+        dst2[q] = dst[q]
     return src2, dst2
 
 
