@@ -14,7 +14,7 @@ and cached on disk. Notation:
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 
 @njit(cache=True, inline="always", fastmath=True)

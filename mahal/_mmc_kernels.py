@@ -9,7 +9,7 @@ cached on disk.
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 
 def project_capped_simplex(v):

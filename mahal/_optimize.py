@@ -28,7 +28,7 @@ on the relative decrease, ``gtol`` on the largest gradient entry.
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 # status codes (as scipy's L-BFGS-B)
 CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
