@@ -3,7 +3,8 @@
 Loads the kernel modules (``_lmnn_kernels``, ``_optimize``, ``_mmc_kernels``) of
 ``--against`` (a git revision) beside this checkout's, then fits alternately with
 one set and the other (order swapped every round, a first round untimed) in this one
-process, and prints the median of the per-round time ratios new / old and both fits'
+process, and prints the median of the per-round ratios new / old of wall and of
+process CPU time (less disturbed by other processes) and both fits'
 objective (LMNN's loss; ``tr A`` for the others): they should agree to rounding. The solvers are this checkout's; only
 the kernels are swapped, so the revision's kernels must keep the signatures.
 
@@ -111,23 +112,27 @@ def main():
         for learner in args.learner:
             cls = getattr(mahal, learner)
             times = {"new": [], "old": []}
+            cpu = {"new": [], "old": []}
             obj = {}
             for rnd in range(args.rounds + 1):
                 for which in (("new", "old") if rnd % 2 else ("old", "new")):
                     for namespace, attr, fn in sets[which]:
                         setattr(namespace, attr, fn)
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     est = cls(random_state=0).fit(X, y)
-                    t = time.perf_counter() - t
+                    t, c = time.perf_counter() - t, time.process_time() - c
                     if rnd:
                         times[which].append(t)
+                        cpu[which].append(c)
                         obj[which] = objective(learner, est, X, y)
             for namespace, attr, fn in sets["new"]:
                 setattr(namespace, attr, fn)
             r = np.array(times["new"]) / np.array(times["old"])
+            rc = np.array(cpu["new"]) / np.array(cpu["old"])
             print(f"{ds:8s} {learner:15s} old {np.median(times['old']):.4f} s  new "
                   f"{np.median(times['new']):.4f} s  new/old median {np.median(r):.3f} "
-                  f"(range {r.min():.2f}-{r.max():.2f}); objective old "
+                  f"(range {r.min():.2f}-{r.max():.2f}), CPU time {np.median(rc):.3f} "
+                  f"(range {rc.min():.2f}-{rc.max():.2f}); objective old "
                   f"{obj['old']:.10g} new {obj['new']:.10g}", flush=True)
 
 
