@@ -14,7 +14,7 @@ and cached on disk. Notation:
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 
 @njit(cache=True, inline="always", fastmath=True)
@@ -96,7 +96,10 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     m, d = Xc.shape
     cand = np.empty(kk, dtype=np.int64)
     val = np.empty(kk)
-    nc_max = nc.max()
+    nc_max = 0.0  # (a loop: ``nc.max()`` compiles numpy's reduction machinery)
+    for b in range(m):
+        if nc[b] > nc_max:
+            nc_max = nc[b]
     for a in range(G.shape[0]):
         i = s + a
         # (Gram-trick distances are exact to ~d·2⁻⁵³ of the squared norms: values
@@ -134,8 +137,9 @@ def _grow(src, dst, p, need):
         cap *= 2
     src2 = np.empty(cap, dtype=np.int64)
     dst2 = np.empty(cap, dtype=np.int64)
-    src2[:p] = src[:p]
-    dst2[:p] = dst[:p]
+    for q in range(p):  # (not a slice assignment: see _update in _optimize.py)
+        src2[q] = src[q]
+        dst2[q] = dst[q]
     return src2, dst2
 
 

@@ -9,36 +9,47 @@ cached on disk.
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 
-@njit(cache=True)
 def project_capped_simplex(v):
     """Euclidean projection of a vector onto ``{w ≥ 0, Σ w ≤ 1}``.
 
     If clipping the negative entries already gives a sum ≤ 1 that is the answer;
     otherwise the constraint ``Σ w = 1`` is active and the answer is the projection
     onto the probability simplex, ``max(v − θ, 0)`` with the threshold ``θ > 0`` found
-    by sorting (Held et al. / Duchi et al.).
+    by sorting (Held et al. / Duchi et al.). (Sorts, then calls the kernel that
+    :func:`project_trace_psd` applies to its ascending eigenvalues.)
     """
-    n = v.shape[0]
+    v = np.asarray(v, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    w = np.empty_like(v)
+    w[order] = _capped_simplex_ascending(np.ascontiguousarray(v[order]))
+    return w
+
+
+@njit(cache=True, inline="always")
+def _capped_simplex_ascending(u):
+    """:func:`project_capped_simplex` of a vector sorted in ascending order (as
+    ``eigh`` returns eigenvalues: so no sort is compiled)."""
+    n = u.shape[0]
     w = np.empty(n)
     s = 0.0
     for i in range(n):
-        w[i] = v[i] if v[i] > 0.0 else 0.0
+        w[i] = u[i] if u[i] > 0.0 else 0.0
         s += w[i]
     if s <= 1.0:
         return w
-    u = np.sort(v)[::-1]
     css = 0.0
     theta = 0.0
-    for i in range(n):
+    for c in range(n):  # (largest first)
+        i = n - 1 - c
         css += u[i]
-        t = (css - 1.0) / (i + 1)
+        t = (css - 1.0) / (c + 1)
         if u[i] - t > 0.0:
             theta = t
     for i in range(n):
-        x = v[i] - theta
+        x = u[i] - theta
         w[i] = x if x > 0.0 else 0.0
     return w
 
@@ -56,11 +67,30 @@ def project_trace_psd(M0):
     w : ndarray (d,)  eigenvalues of ``P`` (in the order of ``V``'s columns)
     V : ndarray (d, d) eigenvectors
     """
-    S = 0.5 * (M0 + M0.T)
+    # (element loops rather than array expressions and ``@``: same speed at these
+    # sizes, and much less to compile)
+    d = M0.shape[0]
+    S = np.empty((d, d))
+    for i in range(d):
+        for j in range(d):
+            S[i, j] = 0.5 * (M0[i, j] + M0[j, i])
     lam, V = np.linalg.eigh(S)
-    w = project_capped_simplex(lam)
-    P = (V * w) @ V.T
-    return 0.5 * (P + P.T), w, V
+    w = _capped_simplex_ascending(lam)
+    # P = V diag(w) Vᵀ over the positive w only (the projection is often of low
+    # rank), upper triangle mirrored: exactly symmetric
+    P = np.zeros((d, d))
+    for k in range(d):
+        wk = w[k]
+        if wk == 0.0:
+            continue
+        for i in range(d):
+            vik = wk * V[i, k]
+            for j in range(i, d):
+                P[i, j] += vik * V[j, k]
+    for i in range(d):
+        for j in range(i + 1, d):
+            P[j, i] = P[i, j]
+    return P, w, V
 
 
 @njit(cache=True)

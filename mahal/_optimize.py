@@ -28,7 +28,7 @@ on the relative decrease, ``gtol`` on the largest gradient entry.
 """
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 # status codes (as scipy's L-BFGS-B)
 CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
@@ -110,8 +110,11 @@ def _update(x, p, alpha, g, g_new, S, Y, rho, head):
             gmax = a
     stored = sy > 1e-10 * yy
     if stored:
-        S[head] = s
-        Y[head] = y
+        # (element loops: a row assignment ``S[head] = s`` compiles numba's
+        # shape-mismatch error message, string formatting included)
+        for t in range(N):
+            S[head, t] = s[t]
+            Y[head, t] = y[t]
         rho[head] = 1.0 / sy
     for t in range(N):
         x[t] += alpha * p[t]
