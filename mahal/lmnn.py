@@ -19,7 +19,13 @@ from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbor
 from ._lmnn_solver import lmnn_solve
 from ._parallel import fit_threads, n_threads_for
 from ._validation import IntAtLeast, check_n_components, check_points, require_y
-from .base import MahalanobisMixin, SupervisedMixin, initialize_components
+from .base import (
+    MahalanobisMixin,
+    SupervisedMixin,
+    copy_fitted_attributes,
+    initialize_components,
+    resolve_deprecated_aliases,
+)
 
 
 class _HingeWidths(Options):
@@ -48,6 +54,44 @@ _N_JOBS = [Interval(Integral, None, -1, closed="right"),
            IntAtLeast(1), None]
 
 
+def _push_weight(estimator):
+    """``μ``, the weight of the push (impostor) term.
+
+    ``1 − regularization`` (metric-learn's ``regularization`` weighs the pull term),
+    or ``weight_push_loss`` (pylmnn's name for ``μ``) when that is given; giving both
+    is an error unless they agree.
+    """
+    reg, w = float(estimator.regularization), estimator.weight_push_loss
+    if w is None:
+        return 1.0 - reg
+    if reg != 0.5 and abs(reg - (1.0 - w)) > 1e-12:
+        raise ValueError(
+            f"{type(estimator).__name__}: regularization={reg!r} (the pull weight, "
+            f"metric-learn's meaning) and weight_push_loss={w!r} (the push weight, "
+            f"pylmnn's) disagree; give one of them (regularization = 1 − "
+            f"weight_push_loss).")
+    return float(w)
+
+
+# metric-learn 0.7's LMNN parameters that L-BFGS has no use for: accepted, so that
+# code written for metric-learn runs, with a warning that says why they do nothing.
+_IGNORED_METRIC_LEARN = {
+    "learn_rate": "L-BFGS chooses its steps by a line search",
+    "min_iter": "iterations stop on tol or max_iter only",
+    "convergence_tol": ("metric-learn stops on an absolute change of the objective; "
+                        "mahal stops on tol, a relative decrease"),
+}
+
+
+def _warn_ignored(estimator):
+    for name, why in _IGNORED_METRIC_LEARN.items():
+        value = getattr(estimator, name)
+        if value is not None:
+            warnings.warn(f"{type(estimator).__name__}: {name}={value!r} is accepted "
+                          f"for compatibility with metric-learn and has no effect: "
+                          f"{why}.", UserWarning, stacklevel=4)
+
+
 def _count_from(callback, n_done):
     """``callback`` with iterations counted on from ``n_done`` (earlier passes)."""
     if callback is None:
@@ -57,7 +101,8 @@ def _count_from(callback, n_done):
 
 def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
     """Encode labels, check class sizes, find target neighbours (or take
-    ``targets``, of shape (n_samples, n_neighbors), as they are)."""
+    ``targets``, of shape (n_samples, n_neighbors), as they are; then the learner
+    that chose them has already warned about small classes)."""
     classes, y_enc = np.unique(y, return_inverse=True)
     y_enc = y_enc.astype(np.int64)
     counts = np.bincount(y_enc)
@@ -67,7 +112,7 @@ def _prepare_targets(estimator, X, y, n_neighbors, targets=None):
             f"{type(estimator).__name__} needs at least one class with 2 or more "
             f"members (each point's target neighbours are points of its own class); "
             f"every class here has a single member.")
-    if small.shape[0]:
+    if small.shape[0] and targets is None:
         warnings.warn(
             f"{small.shape[0]} class(es) have fewer than n_neighbors + 1 = "
             f"{n_neighbors + 1} members (e.g. {small[:3].tolist()}): their points get "
@@ -89,14 +134,17 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
 
         min_L (1 − μ) Σ_{i, j(i)} d_ij + μ Σ_{i, j(i), l: y_l ≠ y_i} [1 + d_ij − d_il]_+
 
-    with ``μ = regularization`` and ``d_ij = ‖L(x_i − x_j)‖²``. Solved with L-BFGS on
-    ``L`` with exact loss and gradient (see :mod:`mahal._lmnn_solver`).
+    with ``d_ij = ‖L(x_i − x_j)‖²`` and the push weight ``μ = 1 − regularization``
+    (metric-learn's meaning: ``regularization`` weighs the pull term), or
+    ``μ = weight_push_loss`` (pylmnn's name). Solved with L-BFGS on ``L`` with exact
+    loss and gradient (see :mod:`mahal._lmnn_solver`).
 
     The margin is 1 in absolute units, so the scale of ``X`` matters: standardise
     features (or e.g. map pixels to [0, 1]) first. Differences from metric-learn
-    0.7: ``max_iter`` counts L-BFGS iterations (no ``learn_rate``/``min_iter``),
-    ``tol`` replaces ``convergence_tol``, and a class with at most ``n_neighbors``
-    members is handled (metric-learn's check is off by one).
+    0.7: ``max_iter`` counts L-BFGS iterations, ``tol`` replaces ``convergence_tol``
+    (``learn_rate``, ``min_iter`` and ``convergence_tol`` are accepted and ignored,
+    with a warning), and a class with at most ``n_neighbors`` members is handled
+    (metric-learn's check is off by one).
 
     Parameters
     ----------
@@ -118,7 +166,8 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         Stop a stage when the relative decrease of the objective falls below
         ``tol`` (the ``ftol`` rule of scipy's L-BFGS-B).
     regularization : float in (0, 1), default=0.5
-        ``μ``, the weight of the push (impostor) term; ``1 − μ`` weighs the pull.
+        Weight of the pull term (target neighbours), as in metric-learn; the push
+        (impostor) term has weight ``1 − regularization``.
     n_passes : int, default=1
         Multi-pass LMNN (Weinberger & Saul, 2009, "multiple passes"): after each
         pass the target neighbours are selected again, as the nearest same-class
@@ -154,6 +203,17 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         iterations so far, counted over all passes; as in scikit-learn's
         :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis`. For monitoring
         (e.g. recording the objective along the way).
+    weight_push_loss : float in (0, 1] or None, default=None
+        The push weight ``μ`` under pylmnn's name (the pull term then has weight
+        ``1 − μ``): for code written for pylmnn. None: ``1 − regularization``.
+    k : int or 'deprecated', default='deprecated'
+        metric-learn's former name of ``n_neighbors``: when set, ``fit`` uses it as
+        ``n_neighbors`` and warns with a ``FutureWarning``.
+    learn_rate, min_iter, convergence_tol : None
+        metric-learn's step size, minimum number of iterations and absolute
+        stopping tolerance of its gradient descent: accepted for compatibility and
+        ignored with a warning (L-BFGS chooses its steps; ``max_iter`` and ``tol``
+        stop it).
 
     Attributes
     ----------
@@ -196,6 +256,7 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         "max_iter": [IntAtLeast(1)],
         "tol": [Interval(Real, 0, None, closed="left")],
         "regularization": [Interval(Real, 0, 1, closed="neither")],
+        "weight_push_loss": [Interval(Real, 0, 1, closed="right"), None],
         "n_passes": [IntAtLeast(1)],
         "smoothing": [_HingeWidths(), None],
         "random_state": ["random_state"],
@@ -203,12 +264,19 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         "preprocessor": ["array-like", callable, None],
         "n_jobs": _N_JOBS,
         "callback": [callable, None],
+        "k": [StrOptions({"deprecated"}), IntAtLeast(1)],
+        "learn_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "min_iter": [IntAtLeast(0), None],
+        "convergence_tol": [Interval(Real, 0, None, closed="left"), None],
     }
+
+    _deprecated_aliases = {"k": "n_neighbors"}
 
     def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
                  tol=1e-5, regularization=0.5, n_passes=1, smoothing=(1.0, 0.1, 0.0),
                  random_state=None, verbose=False, preprocessor=None, n_jobs=None,
-                 callback=None):
+                 callback=None, weight_push_loss=None, k="deprecated", learn_rate=None,
+                 min_iter=None, convergence_tol=None):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.init = init
@@ -222,6 +290,11 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         self.preprocessor = preprocessor
         self.n_jobs = n_jobs
         self.callback = callback
+        self.weight_push_loss = weight_push_loss
+        self.k = k
+        self.learn_rate = learn_rate
+        self.min_iter = min_iter
+        self.convergence_tol = convergence_tol
 
     @_fit_context(prefer_skip_nested_validation=True)
     @fit_threads
@@ -241,7 +314,11 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         self : LMNN
             The fitted estimator.
         """
-        k, mu = self.n_neighbors, float(self.regularization)
+        resolved = resolve_deprecated_aliases(self, self._deprecated_aliases)
+        if resolved is not None:
+            return copy_fitted_attributes(self, resolved.fit(X, y))
+        _warn_ignored(self)
+        k, mu = self.n_neighbors, _push_weight(self)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
@@ -304,24 +381,29 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
     ``target_neighbors_`` if it has them for these training points, as after a
     multi-pass fit; else its nearest classmates in the input space): the first two
     terms are the pull and push losses of ``x_t``, the third the push loss ``x_t``
-    causes as an impostor of training points of other classes.
+    causes as an impostor of training points of other classes. ``μ`` is the push
+    weight, ``1 − regularization`` or ``weight_push_loss``, as in :class:`LMNN`.
 
     Parameters
     ----------
     metric_learner : LMNN or None, default=None
         The metric. None: an ``LMNN(n_neighbors=n_neighbors,
-        regularization=regularization, n_jobs=n_jobs)`` is fitted. An estimator is
+        regularization=regularization, weight_push_loss=weight_push_loss,
+        n_jobs=n_jobs)`` is fitted. An estimator is
         cloned and fitted, unless ``prefit=True`` (then it must already be fitted on
         the same training points and is used as is).
     n_neighbors : int, default=3
         Target neighbours per point (for the energy; and for the default LMNN).
     regularization : float in (0, 1), default=0.5
-        ``μ`` of the energy (and of the default LMNN).
+        Weight of the pull term in the energy (and in the default LMNN), as in
+        metric-learn's LMNN; the push terms have weight ``1 − regularization``.
     prefit : bool, default=False
     n_jobs : int, default=None
         Threads for the energies (and the default LMNN), as in scikit-learn: None
         means 1 unless in a :func:`joblib.parallel_config` context, −1 means all
         cores.
+    weight_push_loss : float in (0, 1] or None, default=None
+        The push weight under pylmnn's name; see :class:`LMNN`.
 
     Attributes
     ----------
@@ -353,15 +435,17 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         "regularization": [Interval(Real, 0, 1, closed="neither")],
         "prefit": ["boolean"],
         "n_jobs": _N_JOBS,
+        "weight_push_loss": [Interval(Real, 0, 1, closed="right"), None],
     }
 
     def __init__(self, metric_learner=None, n_neighbors=3, regularization=0.5,
-                 prefit=False, n_jobs=None):
+                 prefit=False, n_jobs=None, weight_push_loss=None):
         self.metric_learner = metric_learner
         self.n_neighbors = n_neighbors
         self.regularization = regularization
         self.prefit = prefit
         self.n_jobs = n_jobs
+        self.weight_push_loss = weight_push_loss
 
     # (the metric learner's own parameters are validated by its own fit)
     @_fit_context(prefer_skip_nested_validation=False)
@@ -378,11 +462,12 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        k, mu = self.n_neighbors, float(self.regularization)
+        k, mu = self.n_neighbors, _push_weight(self)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         if self.metric_learner is None:
-            learner = LMNN(n_neighbors=k, regularization=mu, n_jobs=self.n_jobs)
+            learner = LMNN(n_neighbors=k, regularization=self.regularization,
+                           weight_push_loss=self.weight_push_loss, n_jobs=self.n_jobs)
             learner.fit(X, y)
         elif self.prefit:
             check_is_fitted(self.metric_learner, "components_")

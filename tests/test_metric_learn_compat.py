@@ -352,3 +352,122 @@ def test_exceptions_reachable_from_the_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "True"
+
+
+# ---------------------------------------------------------------------------
+# LMNN: regularization weighs the pull term (metric_learn/lmnn.py, _loss_grad:
+# ``G = dfG * reg + df * (1 - reg)``, objective ``total_active * (1 - reg) + <G, L>``)
+
+
+def _lmnn_problem():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 10)
+    X = rng.normal(size=(20, 2)) + np.array([[0.0, 0.0], [1.2, 0.3]])[y]
+    targets = np.full((20, 2), -1)
+    for i in range(20):
+        same = [j for j in range(20) if y[j] == y[i] and j != i]
+        d = [np.sum((X[i] - X[j]) ** 2) for j in same]
+        targets[i] = np.array(same)[np.argsort(d)[:2]]
+    return X, y, targets
+
+
+def _metric_learn_objective(M, X, y, targets, reg):
+    """metric-learn 0.7's LMNN objective, one triplet at a time:
+    reg · Σ d_ij + (1 − reg) · Σ [1 + d_ij − d_il]_+ (squared distances in M)."""
+    d = lambda a, b: float((X[a] - X[b]) @ M @ (X[a] - X[b]))  # noqa: E731
+    pull = push = 0.0
+    for i in range(X.shape[0]):
+        for j in targets[i]:
+            pull += d(i, j)
+            for l in np.flatnonzero(y != y[i]):
+                push += max(0.0, 1.0 + d(i, j) - d(i, l))
+    return reg * pull + (1 - reg) * push
+
+
+def _metric_learn_optimum(X, y, targets, reg):
+    """The minimum of metric-learn's objective over PSD M, by cvxpy."""
+    cp = pytest.importorskip("cvxpy")
+    M = cp.Variable((X.shape[1], X.shape[1]), PSD=True)
+    d = lambda a, b: cp.quad_form(X[a] - X[b], M)  # noqa: E731
+    pull = sum(d(i, j) for i in range(X.shape[0]) for j in targets[i])
+    push = sum(cp.pos(1 + d(i, j) - d(i, l)) for i in range(X.shape[0])
+               for j in targets[i] for l in np.flatnonzero(y != y[i]))
+    problem = cp.Problem(cp.Minimize(reg * pull + (1 - reg) * push))
+    problem.solve()
+    return problem.value
+
+
+@pytest.mark.parametrize("reg", [0.2, 0.8])
+def test_lmnn_regularization_is_metric_learns_pull_weight(reg):
+    X, y, targets = _lmnn_problem()
+    f_opt = _metric_learn_optimum(X, y, targets, reg)
+    lmnn = LMNN(n_neighbors=2, regularization=reg, init="identity", max_iter=500,
+                tol=1e-12).fit(X, y)
+    np.testing.assert_array_equal(lmnn.target_neighbors_, targets)
+    f = _metric_learn_objective(lmnn.get_mahalanobis_matrix(), X, y, targets, reg)
+    assert f == pytest.approx(f_opt, rel=2e-3)
+    # the other meaning (regularization weighing the push term) is far from it
+    swapped = LMNN(n_neighbors=2, regularization=1 - reg, init="identity",
+                   max_iter=500, tol=1e-12).fit(X, y)
+    assert _metric_learn_objective(swapped.get_mahalanobis_matrix(), X, y, targets,
+                                   reg) > f_opt * 1.02
+
+
+def test_lmnn_weight_push_loss_is_pylmnns_mu():
+    X, y, _ = _lmnn_problem()
+    a = LMNN(n_neighbors=2, regularization=0.3, max_iter=30).fit(X, y)
+    b = LMNN(n_neighbors=2, weight_push_loss=0.7, max_iter=30).fit(X, y)
+    np.testing.assert_allclose(a.components_, b.components_, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="disagree"):
+        LMNN(regularization=0.3, weight_push_loss=0.5).fit(X, y)
+    c = LMNN(n_neighbors=2, regularization=0.3, weight_push_loss=0.7,
+             max_iter=30).fit(X, y)  # both given and consistent: fine
+    np.testing.assert_array_equal(a.components_, c.components_)
+
+
+def test_lmnn_energy_regularization_is_the_pull_weight():
+    from mahal import LMNNEnergyClassifier
+
+    X, y, _ = _lmnn_problem()
+    a = LMNNEnergyClassifier(n_neighbors=2, regularization=0.3).fit(X, y)
+    b = LMNNEnergyClassifier(n_neighbors=2, weight_push_loss=0.7).fit(X, y)
+    np.testing.assert_allclose(a.energy(X), b.energy(X), rtol=1e-10)
+    np.testing.assert_allclose(a.metric_learner_.components_,
+                               b.metric_learner_.components_, rtol=1e-12, atol=1e-14)
+
+
+def test_lmnn_k_is_n_neighbors_with_a_future_warning():
+    X, y, _ = _lmnn_problem()
+    lmnn = LMNN(k=2, max_iter=20)
+    with pytest.warns(FutureWarning, match="'k'.*n_neighbors"):
+        lmnn.fit(X, y)
+    assert lmnn.target_neighbors_.shape == (20, 2)
+    assert lmnn.get_params()["k"] == 2 and lmnn.n_neighbors == 3  # as the user set
+    reference = LMNN(n_neighbors=2, max_iter=20).fit(X, y)
+    np.testing.assert_array_equal(lmnn.components_, reference.components_)
+    assert clone(lmnn).k == 2
+
+
+@pytest.mark.parametrize("name, value", [("learn_rate", 1e-6), ("min_iter", 10),
+                                         ("convergence_tol", 1e-3)])
+def test_lmnn_gradient_descent_parameters_are_accepted_and_ignored(name, value):
+    X, y, _ = _lmnn_problem()
+    with pytest.warns(UserWarning, match=f"{name}=.*no effect"):
+        lmnn = LMNN(n_neighbors=2, max_iter=20, **{name: value}).fit(X, y)
+    reference = LMNN(n_neighbors=2, max_iter=20).fit(X, y)
+    np.testing.assert_array_equal(lmnn.components_, reference.components_)
+
+
+def test_energy_classifier_warns_once_about_a_small_class():
+    import warnings
+
+    from mahal import LMNNEnergyClassifier
+
+    X, y, _ = _lmnn_problem()
+    y = y.copy()
+    y[:2] = 2  # a class of two members: fewer than n_neighbors + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LMNNEnergyClassifier(n_neighbors=2).fit(X, y)
+    small = [w for w in caught if "fewer than n_neighbors" in str(w.message)]
+    assert len(small) == 1
