@@ -52,7 +52,7 @@ def swap_sets(old):
     import mahal._lmnn_kernels as K
     import mahal._mmc_kernels as MK
     import mahal._optimize as O
-    import mahal.mmc as mmc
+    import mahal._mmc_solver as mmc
 
     places = [(K, K, old["_lmnn_kernels"]), (O, O, old["_optimize"]),
               (MK, mmc, old["_mmc_kernels"])]

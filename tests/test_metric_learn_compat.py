@@ -203,7 +203,7 @@ def test_invalid_calibration_params_fail_before_the_solve(pairs_iris, monkeypatc
         raise AssertionError("the metric was learned before checking "
                              "calibration_params")
 
-    monkeypatch.setattr(mahal.mmc, "_mmc_solve", no_solve)
+    monkeypatch.setattr(mahal.mmc, "mmc_solve", no_solve)
     X, idx, labels = pairs_iris
     mmc = MMC(preprocessor=X)
     with pytest.raises(ValueError):

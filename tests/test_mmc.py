@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from mahal import MMC, MMC_Supervised
 from mahal._mmc_kernels import project_capped_simplex, project_trace_psd
 from mahal.constraints import Constraints
-from mahal.mmc import _CrossClassPairs, _DiffPairs, _mmc_objective
+from mahal._mmc_solver import CrossClassPairs, DiffPairs, mmc_objective
 
 cvxpy = pytest.importorskip("cvxpy")
 from mahal import reference  # noqa: E402
@@ -62,7 +62,7 @@ def test_matches_cvxpy_optimum(problem, diagonal):
     c = 3.0
     model = MMC(tol=1e-6, max_iter=2000, diagonal=diagonal, diagonal_c=c).fit(pairs, y)
     A = model.get_mahalanobis_matrix()
-    value, constraint = _mmc_objective(A, pairs, y)
+    value, constraint = mmc_objective(A, pairs, y)
     assert np.all(np.isfinite(A))
     if diagonal:
         assert np.allclose(A, np.diag(np.diag(A)))
@@ -78,7 +78,7 @@ def test_matches_cvxpy_optimum(problem, diagonal):
 def test_default_tol_reaches_the_optimum_within_tol():
     pairs, y = pair_problem(seed=7, d=6)
     _, ref_value = reference.mmc(pairs, y)
-    value, constraint = _mmc_objective(MMC().fit(pairs, y).get_mahalanobis_matrix(),
+    value, constraint = mmc_objective(MMC().fit(pairs, y).get_mahalanobis_matrix(),
                                        pairs, y)
     assert constraint <= 1 + 1e-9
     assert value >= ref_value * (1 - 1e-3)
@@ -119,7 +119,7 @@ def _fd_grad(f, x, h=1e-6):
 def test_full_gradient_finite_differences():
     pairs, y = pair_problem(seed=11, d=4, dup=True)
     diffs = (pairs[:, 0] - pairs[:, 1])[y == -1]
-    oracle = _DiffPairs(diffs=diffs)
+    oracle = DiffPairs(diffs=diffs)
     rng = np.random.default_rng(0)
     M = rng.normal(size=(4, 4))
     M = M @ M.T + 0.1 * np.eye(4)
@@ -139,7 +139,7 @@ def test_full_gradient_finite_differences():
 def test_diagonal_gradient_and_hessian_finite_differences():
     pairs, y = pair_problem(seed=12, d=5, dup=True)
     diffs = (pairs[:, 0] - pairs[:, 1])[y == -1]
-    oracle = _DiffPairs(diffs=diffs)
+    oracle = DiffPairs(diffs=diffs)
     b = np.random.default_rng(1).uniform(0.5, 2.0, size=5)
     F, g, H = oracle.diag_value_grad_hess(b)
     assert np.allclose(g, _fd_grad(lambda v: oracle.diag_value_grad_hess(v)[0], b),
@@ -167,7 +167,7 @@ def test_all_cross_class_pairs_oracle_matches_explicit_pairs():
     X[5], codes[5], codes[7] = X[7], 0, 1  # a duplicate point across classes
     X = X - X.mean(axis=0)
     _, _, c, d = Constraints(codes).all_pairs()
-    implicit, explicit = _CrossClassPairs(X, codes), _DiffPairs(points=X, i=c, j=d)
+    implicit, explicit = CrossClassPairs(X, codes), DiffPairs(points=X, i=c, j=d)
     explicit.dmin = implicit.dmin
     M = rng.normal(size=(4, 4))
     M = M @ M.T
@@ -264,7 +264,7 @@ def test_supervised_matches_cvxpy_on_all_pairs(diagonal):
     pairs, py = wrap_pairs(X, (a, b, c, d))
     _, ref_value = reference.mmc(pairs, py, diagonal=diagonal)
     model = MMC_Supervised(diagonal=diagonal, tol=1e-7, max_iter=1000).fit(X, y)
-    value, constraint = _mmc_objective(model.get_mahalanobis_matrix(), pairs, py)
+    value, constraint = mmc_objective(model.get_mahalanobis_matrix(), pairs, py)
     assert value / np.sqrt(constraint) == pytest.approx(ref_value, rel=1e-3)
 
 
@@ -366,7 +366,7 @@ def test_init_options():
     for init in ["identity", "covariance", "random", np.diag([1.0, 2.0, 3.0])]:
         A = MMC(init=init, tol=1e-6, max_iter=1000, random_state=0).fit(
             pairs, y).get_mahalanobis_matrix()
-        assert _mmc_objective(A, pairs, y)[0] >= ref * (1 - 1e-3)
+        assert mmc_objective(A, pairs, y)[0] >= ref * (1 - 1e-3)
     with pytest.raises(ValueError, match="'init' parameter of MMC must be a str among"):
         MMC(init="pca").fit(pairs, y)
 
