@@ -658,3 +658,125 @@ def index_active(a_cnt, a_dst):
             a_src[q] = i
     a_ptrT, a_permT = group_by(a_dst, n)
     return a_ptr, a_src, a_ptrT, a_permT
+
+
+# ---------------------------------------------------------------------------
+# Streaming evaluation: the impostor terms straight from distance blocks, for
+# when the candidate graph would exceed the solver's memory budget.
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def stream_block(G, norm_rows, norm_cols, a0, c0, rad, rho2, dt, tn, mu, smooth,
+                 row_loss, wt, row_active, row_pairs, row_near, deg):
+    """Impostor terms of the pairs of rows ``a0 … a0 + len(G) − 1`` and columns
+    ``c0 … c0 + G.shape[1] − 1`` (points of other classes), from their dot
+    products, in both directions.
+
+    All indices are in one (class-sorted) order. ``G[a, b] = z_{a0+a} · z_{c0+b}``
+    (a BLAS product) and the squared norms give the squared distances ``d``;
+    ``rad`` (n,) are the exact margin radii ``1 + max_j d_ij``, ``rho2`` (n,) the
+    enlarged ones of the candidate graph, ``dt`` (n, k) the squared target
+    distances and ``tn`` (n, k) the target neighbours (only their sign is read:
+    −1 = none). For each pair ``(i, l)`` and each direction (``i → l`` when ``d <
+    rad[i]``, ``l → i`` when ``d < rad[l]``) the triplets ``(i, j, l)`` are added
+    to ``i``'s loss ``row_loss``, active triplets, target weights ``wt[i]`` and
+    active pairs ``row_pairs``; ``row_near`` counts the pairs within ``rho2`` (the
+    size the candidate graph would have). ``G`` is overwritten with the pair
+    weights ``W_il = −μ (Σ_j g_ijl + Σ_j g_lji)``, and their sums added to
+    ``deg`` of both points: the impostor part of ``U = Lap(W) Z`` is ``deg z −
+    W Z_cols`` on the rows and ``− Wᵀ Z_rows`` on the columns. Returns the number
+    of nonzero entries of ``W``.
+    """
+    m, nb = G.shape
+    code = np.empty(nb, dtype=np.uint8)
+    nnz = 0
+    for a in range(m):
+        i = a0 + a
+        ni = norm_rows[a]
+        ri = rad[i]
+        rhoi = rho2[i]
+        # a vectorised pass: distances into G, and a code per column (bit 0:
+        # within i's enlarged radius, bit 1: within l's); the exact radii are
+        # inside the enlarged ones, so only coded columns can hold triplets
+        near = 0
+        c = 0
+        for b in range(nb):
+            d = ni + norm_cols[b] - 2.0 * G[a, b]
+            G[a, b] = d
+            v1 = np.uint8(d < rhoi)
+            v2 = np.uint8(d < rho2[c0 + b])
+            row_near[c0 + b] += v2
+            near += v1
+            v = v1 + np.uint8(2) * v2
+            code[b] = v
+            c += v
+        row_near[i] += near
+        if c == 0:
+            G[a, :] = 0.0
+            continue
+        push = 0.0
+        act = 0
+        pairs = 0
+        dsum = 0.0
+        for b in range(nb):
+            d = G[a, b]
+            G[a, b] = 0.0
+            if code[b] == 0:
+                continue
+            lb = c0 + b
+            w = 0.0
+            if d < ri:
+                h, ac, g = _pair_triplets(tn, i, dt[i], d, mu, smooth, wt[i])
+                push += h
+                act += ac
+                pairs += g > 0.0
+                w += g
+            if d < rad[lb]:
+                h, ac, g = _pair_triplets(tn, lb, dt[lb], d, mu, smooth, wt[lb])
+                row_loss[lb] += mu * h
+                row_active[lb] += ac
+                row_pairs[lb] += g > 0.0
+                w += g
+            if w != 0.0:
+                w *= -mu
+                G[a, b] = w
+                nnz += 1
+                dsum += w
+                deg[lb] += w
+        row_loss[i] += mu * push
+        row_active[i] += act
+        row_pairs[i] += pairs
+        deg[i] += dsum
+    return nnz
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def sparse_wdot(W, Za, Zb, U, a0, c0):
+    """``U[a0 + a] −= Σ_b W[a, b] Zb[b]`` and ``U[c0 + b] −= Σ_a W[a, b] Za[a]``
+    over the nonzero entries of ``W`` (the products of :func:`stream_block`'s
+    weights with the points, for a block with few active pairs)."""
+    m, nb = W.shape
+    r = Za.shape[1]
+    for a in range(m):
+        for b in range(nb):
+            w = W[a, b]
+            if w != 0.0:
+                for t in range(r):
+                    U[a0 + a, t] -= w * Zb[b, t]
+                    U[c0 + b, t] -= w * Za[a, t]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def target_table(Z, tn, r0, r1, dt, rad):
+    """Squared target distances ``dt[i, j] = d_{i, tn[i, j]}`` (0 where none) and
+    the margin radii ``rad[i]`` as :func:`target_distances`, rows ``r0 ≤ i < r1``."""
+    k = tn.shape[1]
+    for i in range(r0, r1):
+        rmax = -1.0
+        for jj in range(k):
+            j = tn[i, jj]
+            d = _sqdist(Z, i, j) if j >= 0 else 0.0
+            dt[i, jj] = d
+            if j >= 0 and d > rmax:
+                rmax = d
+        rad[i] = rmax + 1.0 if rmax >= 0.0 else 0.0

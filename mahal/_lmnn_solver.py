@@ -37,6 +37,14 @@ Design (the measurements behind each choice are in ``docs/solver_notes.rst``):
   (points of the classes after c), with BLAS dot products in float32 and one numba
   pass comparing with both points' radii. Memory: ``O(n k + candidates + block)``,
   never ``n × n``. Small problems are searched in one compiled pass.
+- Memory budget: the candidate graph holds at most ``max(10⁷, 20 n k)`` pairs
+  (``max_candidates``). Where a search finds more (classes that overlap heavily:
+  random labels, many duplicates), no graph is stored: every evaluation, line-search
+  trials included, streams over blocks of distances (:func:`kernels.stream_block`,
+  each pair of points of different classes once), so values stay exact in
+  ``O(n (k + r))`` memory per lane (``_STREAM_LANES``) plus a block per thread, at
+  the cost of a pass over all those pairs per evaluation. The solver goes back to a
+  graph (with half the slack) as soon as one fits in half the budget.
 - The gradient is ``2 Uᵀ X`` with ``U = Lap(W) Z`` for the sparse weighted pair
   graph ``W`` (target pairs and active impostor pairs), computed per row by a numba
   kernel: no outer products. Large problems form ``Uᵀ X`` and ``X Pᵀ`` in float32;
@@ -54,7 +62,7 @@ import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
 from . import _lmnn_kernels as kernels
-from ._lmnn_neighbors import _sq_norms, find_impostors
+from ._lmnn_neighbors import _SEARCH_BLOCK, _sq_norms, find_impostors
 from ._optimize import lbfgs
 from ._parallel import SERIAL, RowChunkPool, blas_threads
 
@@ -69,6 +77,9 @@ _MISS_TOL = 0.1
 # (see kernels.loss_weights).
 _SCREEN_DIM = 32
 _ROWS_PER_THREAD = 4096  # fewer rows per thread: serial
+# Lanes of the streamed evaluation (_Problem.stream): each has its own n × (r + k
+# + 5) outputs, and at most this many threads work on one evaluation.
+_STREAM_LANES = 4
 # Below these sizes the matrix products (multiply-adds) and the axpy / inner
 # products (elements) run in one piece (see _Problem.transform).
 _THREADED_FLOPS = 1 << 24
@@ -126,6 +137,9 @@ class _Problem:
         # one compiled call each
         self.serial = pool.n_threads == 1 and self.n < 2 * _ROWS_PER_THREAD
         self._Xc32 = None
+        self._sorted = None  # class order and row tasks of :meth:`stream`
+        self.stream_rho = 1.0
+        self.stream_near = 0
 
     # Matrix products of fewer than _THREADED_FLOPS multiply-adds, and axpys and
     # inner products of fewer than _THREADED_ELEMS elements, run in one piece in
@@ -189,7 +203,10 @@ class _Problem:
     def weights(self, Z, indptr, indices, smooth, aux=None):
         """Loss at ``Z``, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), the
         number of active triplets and the number of active impostor pairs. ``aux``:
-        ``Z``'s :meth:`aux`, if already made."""
+        ``Z``'s :meth:`aux`, if already made. No graph (``indptr`` None): the
+        impostor terms come from blocks of distances (:meth:`stream`)."""
+        if indptr is None:
+            return self.stream(Z, smooth)
         n, k = self.target_neighbors.shape
         screen = _screens(Z.shape[1])
         Z32, norms = self.aux(Z) if aux is None else aux
@@ -232,7 +249,7 @@ class _Problem:
         ``aux``): ``(f, U, act, n_pairs)`` as :meth:`weights`, and the slope ``2 ⟨U,
         ZP⟩`` along ``ZP``."""
         screen = _screens(Z.shape[1])
-        if self.serial:
+        if self.serial and indptr is not None:
             f, U, act, n_pairs, slope = kernels.trial_serial(
                 Z, ZP, alpha, out, aux[0], aux[1], screen, self.target_neighbors,
                 self.targeted_by_ptr, self.targeted_by, indptr, indices, self.mu,
@@ -254,9 +271,88 @@ class _Problem:
         f, U, act, _ = self.weights(Z, indptr, indices, smooth)
         return f, self.grad(U), act
 
+    def stream(self, Z, smooth):
+        """:meth:`weights` without a candidate graph: the impostor terms straight
+        from blocks of distances (:func:`kernels.stream_block`), so that memory
+        does not grow with the number of impostors: ``O(n (k + r))`` per lane and a
+        block per thread. Sets ``self.stream_near``: the number of directed pairs
+        within ``self.stream_rho`` times the squared margin radii (the size of the
+        candidate graph that a search with that enlargement would store)."""
+        n, k = self.target_neighbors.shape
+        if self._sorted is None:
+            # points in class order; a task is a block of rows of class c against
+            # the (contiguous) points of the classes after c, so each pair of
+            # points of different classes is visited once
+            order = np.argsort(self.y, kind="stable").astype(np.int64)
+            ends = np.searchsorted(self.y[order], np.unique(self.y), side="right")
+            tasks, start = [], 0
+            for end in ends[:-1]:
+                step = max(1, min(256, _SEARCH_BLOCK // (n - end)))
+                tasks += [(int(s), int(min(s + step, end)), int(end))
+                          for s in range(start, end, step)]
+                start = end
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(n)
+            targets_sorted = self.target_neighbors[order]
+            targets_sorted = np.where(targets_sorted >= 0,
+                                      inverse[np.maximum(targets_sorted, 0)], -1)
+            self._sorted = (order, inverse, np.ascontiguousarray(targets_sorted),
+                            tasks)
+        order, inverse, targets_sorted, tasks = self._sorted
+        Zs = np.ascontiguousarray(Z[order], dtype=np.float64)
+        norms = _sq_norms(Zs)
+        target_dist, radius = np.empty((n, k)), np.empty(n)
+        self._rows(lambda a, b: kernels.target_table(Zs, targets_sorted, a, b,
+                                                     target_dist, radius), Zs.size)
+        rho2 = radius * self.stream_rho
+
+        def lane(lane_tasks):
+            # a lane's outputs: loss, wt, active triplets, pairs, near, deg, U
+            out = (np.zeros(n), np.zeros((n, k)), np.zeros(n, dtype=np.int64),
+                   np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                   np.zeros(n), np.zeros_like(Zs))
+            U = out[6]
+            for a0, a1, c_start in lane_tasks:
+                width = max(1, _SEARCH_BLOCK // (a1 - a0))
+                for b0 in range(c_start, n, width):
+                    b1 = min(b0 + width, n)
+                    G = Zs[a0:a1] @ Zs[b0:b1].T
+                    nnz = kernels.stream_block(
+                        G, norms[a0:a1], norms[b0:b1], a0, b0, radius, rho2,
+                        target_dist, targets_sorted, self.mu, smooth, *out[:6])
+                    if 8 * nnz < G.size:
+                        kernels.sparse_wdot(G, Zs[a0:a1], Zs[b0:b1], U, a0, b0)
+                    elif nnz:
+                        U[a0:a1] -= G @ Zs[b0:b1]
+                        U[b0:b1] -= G.T @ Zs[a0:a1]
+            return out
+
+        # A fixed number of lanes, each with its own outputs and its tasks in a
+        # fixed order, summed in lane order: results do not depend on n_jobs.
+        lanes = self.pool.map(lane, [tasks[q::_STREAM_LANES]
+                                     for q in range(_STREAM_LANES)])
+        row_loss, wt, act, pairs, near, deg, U_impostors = (
+            sum(lane_out[q] for lane_out in lanes) for q in range(7))
+        del lanes
+        row_loss += (1.0 - self.mu) * target_dist.sum(axis=1)
+        wt += np.where(targets_sorted >= 0, 1.0 - self.mu, 0.0)
+        U_impostors += deg[:, None] * Zs
+        self.stream_near = int(near.sum())
+        wt = wt[inverse]
+        # the target pairs' part of Lap(W) Z (no impostor pairs in this graph)
+        none = np.zeros(n + 1, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        U = np.empty_like(Z)
+        self._rows(lambda a, b: kernels.laplacian_dot(
+            Z, self.target_neighbors, wt, self.targeted_by_ptr, self.targeted_by,
+            none, empty, np.zeros(0), none, empty, empty, a, b, U), Z.size)
+        U += U_impostors[inverse]
+        return float(row_loss.sum()), U, int(act.sum()), int(pairs.sum())
+
 
 def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):
-    """The LMNN objective and its gradient w.r.t. ``L`` (exact impostor search).
+    """The LMNN objective and its gradient w.r.t. ``L`` (exact impostor search;
+    memory independent of the number of impostors).
 
     Parameters
     ----------
@@ -281,8 +377,16 @@ def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):
     y = LabelEncoder().fit_transform(y).astype(np.int64)
     problem = _Problem(X, y, target_neighbors, mu)
     Z = problem.transform(L)
-    indptr, indices = problem.search(Z, problem.radius(Z))
+    # (past the solver's default budget of impostor pairs: streamed, as in a fit)
+    res = problem.search(Z, problem.radius(Z), max_pairs=_default_budget(problem))
+    indptr, indices = (None, None) if res is None else res
     return problem.loss_grad(Z, indptr, indices, float(smooth))
+
+
+def _default_budget(problem):
+    """The default ``max_candidates``: ~0.5 GB of candidate pairs, or 20 per
+    target pair for data too large for that."""
+    return max(10_000_000, 20 * problem.target_neighbors.size)
 
 
 class _LossOracle:
@@ -315,8 +419,12 @@ class _LossOracle:
         self.low_precision = problem.Xc.size * r >= _F32_FLOPS
         # memory for candidates: ~24 bytes each
         self.max_candidates = (max_candidates if max_candidates is not None
-                               else max(10_000_000, 20 * problem.target_neighbors.size))
+                               else _default_budget(problem))
         self.n_capped = 0
+        self.n_streamed = 0  # evaluations made without a graph
+        self.log = None  # prints a message (verbose)
+        self.streaming = False
+        self.peak_candidates = 0  # most candidate pairs stored at once
         self.current_slack = slack
         self.r = r
         self.slack = slack
@@ -343,23 +451,34 @@ class _LossOracle:
                                max_pairs=self.max_candidates)
         if res is None:
             # Too many candidates within the enlarged radius (high intrinsic
-            # dimension): take the exact impostors now, a smaller slack next time.
+            # dimension, or classes that overlap): no graph; every evaluation
+            # streams over blocks of distances (exact values, memory independent
+            # of the number of impostors) until the graph with a smaller slack
+            # fits in half the budget again (see _settle). (An exact-radius graph
+            # in its place goes stale at the first trial step.)
             self.n_capped += 1
             self.current_slack = max(0.01, 0.5 * self.current_slack)
-            # (the margin covers the float32 rounding, ~1e-7 of the squared norms)
-            margin = 1e-3 * radius + 1e-5 * _sq_norms(Z).max()
-            res = self.problem.search(Z, radius + margin, low_precision=True)
             self.period = 1
         elif (res[1].shape[0] < self.max_candidates // 4
               and self.current_slack < self.slack):
             self.current_slack = min(self.slack, 1.25 * self.current_slack)
-        self.indptr, self.indices = res
+        if self.log is not None and (res is None) != self.streaming:
+            self.log(f"More than {self.max_candidates:,} impostor candidates: "
+                     "evaluating from blocks of distances (exact, nothing stored)."
+                     if res is None else f"{res[1].shape[0]:,} impostor candidates: "
+                     "back to the candidate graph.")
+        self.indptr, self.indices = (None, None) if res is None else res
+        self.streaming = res is None
+        self.problem.stream_rho = (1.0 + self.current_slack) ** 2
+        if res is not None:
+            self.peak_candidates = max(self.peak_candidates, res[1].shape[0])
         self.n_search += 1
         self.since = 0
         self.t_search += time.perf_counter() - t0
 
     def _weights(self, Z, aux=None):
         self.n_evals += 1
+        self.n_streamed += self.streaming
         return self.problem.weights(Z, self.indptr, self.indices, self.smooth, aux)
 
     def _settle(self, force_search=False, evaluation=None):
@@ -372,7 +491,13 @@ class _LossOracle:
         Z = self.Z
         missed = False
         searched = True
-        if self.indptr is None:
+        if self.streaming:
+            # (every streamed value is exact: nothing to search for)
+            if evaluation is None:
+                evaluation = self._weights(Z)
+            if self.problem.stream_near <= self.max_candidates // 2:
+                self._refresh(Z, self.problem.radius(Z))  # the graph fits again
+        elif self.indptr is None:
             self._refresh(Z, self.problem.radius(Z))
             evaluation = self._weights(Z)
         elif force_search or self.since >= self.period:
@@ -381,13 +506,18 @@ class _LossOracle:
             old_ptr, old_idx = self.indptr, self.indices
             radius = self.problem.radius(Z)
             self._refresh(Z, radius)
-            if not patch:
+            if self.streaming:  # (the old graph, over budget now, missed some)
                 evaluation = self._weights(Z)
-            f, U, act, n_pairs = evaluation
-            n_miss, df, dact = kernels.add_missed(
-                old_ptr, old_idx, self.indptr, self.indices, Z, radius,
-                self.problem.target_neighbors, self.problem.mu, self.smooth, U, patch)
-            if patch:
+                n_miss = n_pairs = 1
+            else:
+                if not patch:
+                    evaluation = self._weights(Z)
+                f, U, act, n_pairs = evaluation
+                n_miss, df, dact = kernels.add_missed(
+                    old_ptr, old_idx, self.indptr, self.indices, Z, radius,
+                    self.problem.target_neighbors, self.problem.mu, self.smooth, U,
+                    patch)
+            if patch and not self.streaming:
                 n_pairs += n_miss
                 evaluation = f + df, U, act + dact, n_pairs
             missed = n_miss > 0
@@ -415,7 +545,7 @@ class _LossOracle:
         if self.run_start_f is None:
             self.run_start_f = f
         self.n_active = act
-        self.n_candidates = int(self.indices.shape[0])
+        self.n_candidates = 0 if self.streaming else int(self.indices.shape[0])
         return f, self.problem.grad(U, low_precision=self.low_precision), missed
 
     def new_run(self, exact_start=False):
@@ -456,6 +586,7 @@ class _LossOracle:
             self._aux = self.problem.aux_buffers(self.r)
         self._last = None  # (frees the previous trial's U first)
         self.n_evals += 1
+        self.n_streamed += self.streaming
         evaluation, slope = self.problem.trial(self.Z, self.ZP, alpha, self._Zt, self._aux,
                                     self.indptr, self.indices, self.smooth)
         self._last = alpha, evaluation
@@ -479,7 +610,8 @@ def _smoothing_schedule(smoothing):
 
 def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
                smoothing=(1.0, 0.1, 0.0), verbose=False, slack=0.15, n_threads=1,
-               max_period=16, name="LMNN", low_precision=None, callback=None):
+               max_period=16, name="LMNN", low_precision=None, callback=None,
+               max_candidates=None):
     """Minimise the LMNN objective over ``L`` with L-BFGS.
 
     Parameters
@@ -511,6 +643,13 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
     callback : callable or None
         Called after every L-BFGS iteration as ``callback(L, n_iter)``, with the
         current ``L`` of shape (r, d) (a copy) and the iterations so far.
+    max_candidates : int, optional
+        Memory budget: most impostor-candidate pairs stored in the graph
+        (default ``max(10⁷, 20 n k)``, ~0.5 GB). Where even the impostors
+        themselves exceed it, evaluations stream over blocks of distances
+        instead (exact values, memory independent of the number of impostors;
+        each evaluation then costs a pass over all pairs of points of different
+        classes) until the graph fits in half the budget again.
 
     Returns
     -------
@@ -522,7 +661,8 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         ``low_precision`` (whether float32 products were used) and ``verified``:
         the ``(n_iter, loss)`` of the exact stage's points whose loss an impostor
         search verified (``n_iter`` as passed to ``callback``; 0 is ``L0``). The
-        returned ``L`` is one of them.
+        returned ``L`` is one of them. ``peak_candidates``: the most candidate
+        pairs stored at once; ``n_streamed``: evaluations made without a graph.
     """
     r, d = L0.shape
     # Threads only pay off from a few thousand rows each.
@@ -531,15 +671,19 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
             return _lmnn_lbfgs(_Problem(X, y, target_neighbors, mu, pool), L0,
                                max_iter, tol, _smoothing_schedule(smoothing), verbose,
-                               slack, max_period, name, low_precision, callback)
+                               slack, max_period, name, low_precision, callback,
+                               max_candidates)
     finally:
         pool.close()
 
 
 def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name,
-                low_precision, user_callback):
+                low_precision, user_callback, max_candidates=None):
     r, d = L0.shape
-    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period)
+    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period,
+                         max_candidates=max_candidates)
+    if verbose:
+        oracle.log = lambda message: print(f"[{name}] {message}", flush=True)
     if low_precision is not None:
         oracle.low_precision = bool(low_precision)
     verified = []  # (n_iter, loss) of the exact stage's points a search verified
@@ -639,5 +783,6 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
                 n_missed=oracle.n_missed, search_time=oracle.t_search,
                 time=time.perf_counter() - t_start, n_candidates=oracle.n_candidates,
                 n_active=oracle.n_active, n_restarts=n_restarts,
-                low_precision=oracle.low_precision, verified=sorted(set(verified)))
+                low_precision=oracle.low_precision, verified=sorted(set(verified)),
+                peak_candidates=oracle.peak_candidates, n_streamed=oracle.n_streamed)
     return x.reshape(r, d), n_iter, converged, info

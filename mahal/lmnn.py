@@ -228,6 +228,17 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         The target neighbours of the last pass (indices into the training set,
         −1 = none).
 
+    Notes
+    -----
+    Memory does not grow with the number of impostors. Impostor candidates are
+    stored while they number at most ``max(10⁷, 20 · n_samples · n_neighbors)``
+    pairs; beyond (classes that overlap heavily), every evaluation of the
+    objective streams over blocks of pairwise distances instead, storing none:
+    the objective stays exact (nothing is sampled, unlike pylmnn's
+    ``max_impostors``, which keeps a random subset of impostor pairs at each
+    evaluation), and each evaluation then costs a pass over all pairs of points
+    of different classes, ``O(n_samples² · n_components)``.
+
     References
     ----------
     K. Q. Weinberger and L. K. Saul, "Distance Metric Learning for Large Margin

@@ -48,6 +48,10 @@ _SAMPLED_PAIRS = 200_000
 _ALL_PAIRS_MAX_DIAG = 50_000      # n ≤ 316
 _SAMPLED_PAIRS_DIAG = 20_000
 _SAMPLED_FLOPS = 2_000_000_000
+# metric-learn's floor of 20·n_classes² pairs of each kind, capped so that memory
+# stays bounded with many classes (50000 points in classes of 5 would otherwise
+# ask for more dissimilar pairs than exist and enumerate all of them).
+_MAX_FLOOR_PAIRS = 1_000_000
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +237,8 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
         this is both the most faithful and fast.
         Larger data sample ``min(2·10⁵, 2·10⁹ / d²)`` pairs of each kind (an
         explicit pair costs O(d²) per iteration), but at least metric-learn's
-        ``20 · n_classes²``. With ``diagonal=True`` the Newton solver needs an
+        ``20 · n_classes²`` up to 10⁶ (memory and time per iteration grow with the
+        number of pairs; a given ``n_constraints`` is taken as is). With ``diagonal=True`` the Newton solver needs an
         O(n_pairs · d²) Hessian per iteration, so all pairs are used up to 5·10⁴
         pairs (``n_samples ≤ 316``), else ``min(2·10⁴, 2·10⁹ / d²)`` of each kind are
         sampled. (metric-learn's default, ``20 · n_classes²`` pairs of each kind,
@@ -345,7 +350,7 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
                 n_pairs = int(nc)
             else:
                 cap = _SAMPLED_PAIRS_DIAG if diagonal else _SAMPLED_PAIRS
-                n_pairs = max(20 * counts.shape[0] ** 2,
+                n_pairs = max(min(20 * counts.shape[0] ** 2, _MAX_FLOOR_PAIRS),
                               min(cap, _SAMPLED_FLOPS // max(d * d, 1)))
             rng = check_random_state(self.random_state)
             with warnings.catch_warnings():

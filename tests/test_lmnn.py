@@ -263,6 +263,102 @@ def test_cached_oracle_is_exact(max_candidates):
         assert oracle.n_capped >= 1
 
 
+def _overlapping(n, d, n_classes, seed, n_dup=0):
+    """Classes that overlap completely (random labels), optionally with ``n_dup``
+    duplicated points: nearly every pair is an impostor."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if n_dup:
+        X[-n_dup:] = X[:n_dup]
+    y = rng.integers(0, n_classes, n)
+    return X, y
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("smooth", [0.0, 0.4])
+@pytest.mark.parametrize("n, d, n_classes", [(40, 3, 3), (120, 4, 40)])
+def test_streamed_evaluation_matches_triple_loop(n, d, n_classes, smooth, n_threads):
+    # Without a candidate graph (indptr None) the impostor terms come straight
+    # from blocks of distances: same loss, gradient, active triplets and active
+    # pairs as the graph's evaluation (and, for the exact hinge, as the triple
+    # loop), for any number of threads, with duplicates and classes of 1-5 points.
+    from mahal._lmnn_solver import _Problem
+
+    X, y = _overlapping(n, d, n_classes, n + d, n_dup=5)
+    tn = select_target_neighbors(X, y, 3)
+    rng = np.random.default_rng(3)
+    pool = RowChunkPool(n_threads)
+    try:
+        prob = _Problem(X, y, tn, 0.3, pool)
+        for scale in (1.0, 0.2):
+            L = scale * rng.normal(size=(d, d))
+            Z = prob.transform(L)
+            f, U, act, n_pairs = prob.weights(Z, None, None, smooth)
+            indptr, indices = prob.search(Z, prob.radius(Z))
+            f0, U0, act0, n_pairs0 = prob.weights(Z, indptr, indices, smooth)
+            assert f == pytest.approx(f0, rel=1e-12)
+            np.testing.assert_allclose(U, U0, rtol=1e-10, atol=1e-10 * np.abs(U0).max())
+            assert (act, n_pairs) == (act0, n_pairs0)
+            assert n_pairs > 0.3 * n * n * (1 - 1 / n_classes)  # (mostly impostors)
+            if smooth == 0.0:
+                fn, gn = naive_loss_grad(L, X, y, tn, mu=0.3)
+                assert f == pytest.approx(fn, rel=1e-10)
+                np.testing.assert_allclose(2 * U.T @ prob.Xc, gn, rtol=1e-8,
+                                           atol=1e-8 * np.abs(gn).max())
+    finally:
+        pool.close()
+
+
+def test_fit_over_the_memory_budget_stores_at_most_the_budget():
+    # When even the impostors exceed the candidate budget (max_candidates), the
+    # solver stores no graph larger than the budget and evaluates from blocks of
+    # distances instead (the issue: 50000 points of random labels grew past 21 GB).
+    # Exact values throughout, so it reaches the objective of the unbounded fit;
+    # and, like the graph's evaluations, it does not depend on the thread count.
+    X, y = _overlapping(300, 5, 3, 7)
+    y = y.astype(np.int64)
+    tn = select_target_neighbors(X, y, 3)
+    fits = {}
+    for budget, n_threads in ((None, 1), (1000, 1), (1000, 2)):
+        L, _, _, info = lmnn_solve(X, y, tn, np.eye(5), max_iter=60,
+                                   max_candidates=budget, n_threads=n_threads)
+        fits[budget, n_threads] = L, info, lmnn_loss_grad(L, X, y, tn)[0]
+    _, free, f_free = fits[None, 1]
+    L, capped, f_capped = fits[1000, 1]
+    assert free["peak_candidates"] > 10 * 1000 and free["n_streamed"] == 0
+    assert capped["peak_candidates"] <= 1000 and capped["n_streamed"] > 0
+    assert f_capped == pytest.approx(f_free, rel=0.01)
+    # (n_threads=2 at 300 points: the pool itself is capped at one thread per 4096
+    # rows, so the lanes are exercised by the streamed-evaluation test above)
+    np.testing.assert_array_equal(fits[1000, 2][0], L)
+
+
+def test_streamed_line_oracle_is_exact():
+    # In the streamed mode every trial's value and slope are exact (no stale
+    # graph), and an accepted step counts as verified.
+    from mahal._lmnn_solver import _LossOracle, _Problem
+
+    X, y = _overlapping(150, 4, 3, 11)
+    tn = select_target_neighbors(X, y, 3)
+    rng = np.random.default_rng(4)
+    oracle = _LossOracle(_Problem(X, y, tn, 0.5), 4, max_candidates=100)
+    L = rng.normal(size=(4, 4))
+    oracle.start(L.ravel())
+    assert oracle.streaming and oracle.indptr is None
+    for alpha in (1e-6, 0.05, 0.3):
+        P = rng.normal(size=(4, 4))
+        oracle.set_direction(P.ravel())
+        f, dphi = oracle.trial(alpha)
+        f0, g0, _ = lmnn_loss_grad(L + alpha * P, X, y, tn)
+        assert f == pytest.approx(f0, rel=1e-12)
+        assert dphi == pytest.approx(np.vdot(g0, P), rel=1e-9)
+        f, g = oracle.accept(alpha)
+        L = L + alpha * P
+        assert oracle.checked == (f, False)
+        np.testing.assert_allclose(g.reshape(4, 4), g0, rtol=1e-9,
+                                   atol=1e-9 * np.abs(g0).max())
+
+
 @pytest.mark.parametrize("max_period", [1, 16])
 def test_final_point_is_verified_by_a_search(max_period):
     # The solver's final L is one whose loss an impostor search verified: the
