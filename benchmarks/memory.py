@@ -231,7 +231,7 @@ def main(argv=None):
                 runs.append(("pylmnn", learner, case))
     rows = []
     header = ("| case | n | learner | fit time (s) | peak RSS (MB) | objective | "
-              f"3-NN error | note |\n|---|---|---|---|---|---|---|---|")
+              "3-NN error | note |\n|---|---|---|---|---|---|---|---|")
     print(header, flush=True)
     for lib, learner, case in runs:
         n = n_fit(case, args.n)
