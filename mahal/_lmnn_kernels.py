@@ -6,7 +6,7 @@ All kernels are pure functions of float64 / int64 arrays, except some float32 in
 and cached on disk. Notation:
 
 - ``Z`` (n, r): the points in the current transformed space, ``Z = X Lᵀ``;
-- ``tn`` (n, k): target neighbours (indices, −1 where a point of a small class has
+- ``targets`` (n, k): target neighbours (indices, −1 where a point of a small class has
   fewer than k);
 - the impostor *candidates* are stored as a directed CSR graph ``(indptr, indices)``:
   row ``i`` lists the points ``l`` of other classes that may be impostors of ``i``
@@ -39,17 +39,17 @@ def row_inner(U, V, r0, r1):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def target_distances(Z, tn, r0, r1, radius):
+def target_distances(Z, targets, r0, r1, radius):
     """Margin radii: squared distance to the farthest target neighbour + 1.
 
     Writes ``radius[i] = 1 + max_j d_ij`` for ``r0 ≤ i < r1`` (0 for a point
     without target neighbours: it has no triplets).
     """
-    k = tn.shape[1]
+    k = targets.shape[1]
     for i in range(r0, r1):
         rmax = -1.0
         for jj in range(k):
-            j = tn[i, jj]
+            j = targets[i, jj]
             if j < 0:
                 continue
             d = _sqdist(Z, i, j)
@@ -155,20 +155,20 @@ def search_small(Z, y, rho2):
     dst = np.empty(4 * n, dtype=np.int64)
     p = 0
     for i in range(n):
-        for lb in range(i + 1, n):
-            if y[lb] == y[i]:
+        for other in range(i + 1, n):
+            if y[other] == y[i]:
                 continue
-            d = _sqdist(Z, i, lb)
-            if d >= rho2[i] and d >= rho2[lb]:
+            d = _sqdist(Z, i, other)
+            if d >= rho2[i] and d >= rho2[other]:
                 continue
             if p + 2 > src.shape[0]:
                 src, dst = _grow(src, dst, p, p + 2)
             if d < rho2[i]:
                 src[p] = i
-                dst[p] = lb
+                dst[p] = other
                 p += 1
-            if d < rho2[lb]:
-                src[p] = lb
+            if d < rho2[other]:
+                src[p] = other
                 dst[p] = i
                 p += 1
     return src[:p].copy(), dst[:p].copy()
@@ -215,13 +215,13 @@ def scan_block(G, norm_rows, norm_cols, rows, cols, rho2_rows, rho2_cols):
             v = code[b]
             if v == 0:
                 continue
-            lb = cols[b]
+            other = cols[b]
             if v & 1:
                 src[p] = i
-                dst[p] = lb
+                dst[p] = other
                 p += 1
             if v & 2:
-                src[p] = lb
+                src[p] = other
                 dst[p] = i
                 p += 1
     return src[:p].copy(), dst[:p].copy()
@@ -269,15 +269,15 @@ def _dot32x4(Z32, a, idx, p, out):
 
 
 @njit(cache=True, inline="always")
-def _pair_triplets(tn, i, dti, d, mu, smooth, wrow):
+def _pair_triplets(targets, i, dti, d, mu, smooth, wrow):
     """The triplets ``(i, j, l)`` of one impostor pair with ``d = d_il``
     (``dti[jj] = d_ij``): returns the summed (smoothed) hinge, the number of active
     triplets and ``Σ_j g_ijl``, and adds ``μ g_ijl`` to ``wrow[jj]``."""
     push = 0.0
     act = 0
     w = 0.0
-    for jj in range(tn.shape[1]):
-        if tn[i, jj] < 0:
+    for jj in range(targets.shape[1]):
+        if targets[i, jj] < 0:
             continue
         t = 1.0 + dti[jj] - d
         if t > 0.0:
@@ -294,14 +294,14 @@ def _pair_triplets(tn, i, dti, d, mu, smooth, wrow):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
-                 row_loss, wt, row_active, a_cnt):
+def loss_weights(Z, Z32, norms, screen, targets, indptr, indices, mu, smooth, r0, r1,
+                 row_loss, wt, row_active, active_count):
     """LMNN loss and the pair weights of its gradient.
 
     Loss ``Σ_i [(1 − μ) Σ_j d_ij + μ Σ_{j, l ∈ cand(i)} h(1 + d_ij − d_il)]`` with
     ``h`` the hinge (``smooth = 0``) or the Huber-smoothed hinge of width ``smooth``
     (``t²/(2s)`` on ``[0, s]``, ``t − s/2`` above). The gradient w.r.t. ``M`` is
-    ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p a_w[p] x_il x_ilᵀ`` over the active
+    ``Σ_i Σ_j wt[i, j] x_ij x_ijᵀ + Σ_p active_weight[p] x_il x_ilᵀ`` over the active
     impostor pairs ``p``.
 
     Most candidates lie outside the current radius. If ``screen``, they are ruled
@@ -317,27 +317,27 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
 
     Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
     writes ``row_loss`` (n,), ``wt`` (n, k), ``row_active`` (n,) (number of
-    triplets with positive hinge argument) and ``a_cnt`` (n,) (number of active
+    triplets with positive hinge argument) and ``active_count`` (n,) (number of active
     impostor pairs) for those rows. Returns the active pairs themselves, in row
-    order: ``a_dst`` (their second point) and ``a_w`` (their weight).
+    order: ``active_dst`` (their second point) and ``active_weight`` (their weight).
     (Listing them as they are found, rather than weighting every candidate and
     compacting afterwards, and the Laplacian form of :func:`laplacian_dot`:
     a digits fit's evaluations replayed in 1.45 ms each instead of 1.70 ms.)
     """
-    k = tn.shape[1]
+    k = targets.shape[1]
     dti = np.zeros(k)
     dots = np.empty(4, dtype=np.float32)
     err = (Z.shape[1] + 2) * 2.0 ** -23
     size = indptr[r1] - indptr[r0]  # (room for every candidate of the rows)
-    a_dst = np.empty(size, dtype=np.int64)
-    a_w = np.empty(size)
+    active_dst = np.empty(size, dtype=np.int64)
+    active_weight = np.empty(size)
     m = 0
     for i in range(r0, r1):
         m0 = m
         pull = 0.0
         rmax = -1.0
         for jj in range(k):
-            j = tn[i, jj]
+            j = targets[i, jj]
             if j < 0:
                 wt[i, jj] = 0.0
                 continue
@@ -356,7 +356,7 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
             end = indptr[i + 1]
             end4 = end - (end - p0) % 4
             for p in range(p0, end):
-                lb = indices[p]
+                other = indices[p]
                 if screen:
                     if p < end4:
                         q = (p - p0) % 4
@@ -364,71 +364,73 @@ def loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu, smooth, r0, r1,
                             _dot32x4(Z32, i, indices, p, dots)
                         s = dots[q]
                     else:
-                        s = _dot32(Z32, i, lb)
-                    nn = ni + norms[lb]
+                        s = _dot32(Z32, i, other)
+                    nn = ni + norms[other]
                     if nn - 2.0 * s - err * nn >= rad:
                         continue
-                d = _sqdist(Z, i, lb)
+                d = _sqdist(Z, i, other)
                 if d >= rad:
                     continue
-                h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, wt[i])
+                h, a, w = _pair_triplets(targets, i, dti, d, mu, smooth, wt[i])
                 push += h
                 act += a
                 if w > 0.0:
-                    a_dst[m] = lb
-                    a_w[m] = -mu * w
+                    active_dst[m] = other
+                    active_weight[m] = -mu * w
                     m += 1
-        a_cnt[i] = m - m0
+        active_count[i] = m - m0
         row_loss[i] = (1.0 - mu) * pull + mu * push
         row_active[i] = act
-    return a_dst[:m], a_w[:m]
+    return active_dst[:m], active_weight[:m]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
-                  a_src, r0, r1, U):
+def laplacian_dot(Z, targets, wt, targeted_by_ptr, targeted_by, active_ptr, active_dst,
+                  active_weight, active_ptr_by_dst, active_perm_by_dst,
+                  active_src, r0, r1, U):
     """``U = Lap(W) Z`` for the weighted pair graph, so that the gradient w.r.t. ``L``
     is ``2 Uᵀ X``.
 
-    The graph has the target pairs ``(i, tn[i, j])`` with weights ``wt`` and the
-    active impostor pairs ``(a_src[p], a_dst[p])`` with weights ``a_w`` (grouped by
-    source with ``a_ptr``). ``U_a = Σ_b w_ab (z_a − z_b)`` over the pairs (a, b) and
-    (b, a), formed as ``(Σ_b w_ab) z_a − Σ_b w_ab z_b`` (one multiply-add per
-    entry); the transposed structures (``*_ptrT``, ``*_permT``: pairs grouped by
-    their second point) make each row independent, so no atomics are needed.
+    The graph has the target pairs ``(i, targets[i, j])`` with weights ``wt`` and the
+    active impostor pairs ``(active_src[p], active_dst[p])`` with weights
+    ``active_weight`` (grouped by source with ``active_ptr``). ``U_a = Σ_b w_ab (z_a −
+    z_b)`` over the pairs (a, b) and (b, a), formed as ``(Σ_b w_ab) z_a − Σ_b w_ab z_b``
+    (one multiply-add per entry); the transposed structures (``targeted_by*``,
+    ``active_*_by_dst``: pairs grouped by their second point) make each row
+    independent, so no atomics are needed.
     Writes the rows ``r0 ≤ i < r1`` of ``U``.
     """
-    k = tn.shape[1]
+    k = targets.shape[1]
     r = Z.shape[1]
     acc = np.zeros(r)
     for i in range(r0, r1):
         acc[:] = 0.0
         deg = 0.0
         for jj in range(k):
-            j = tn[i, jj]
+            j = targets[i, jj]
             if j < 0:
                 continue
             w = wt[i, jj]
             deg += w
             for t in range(r):
                 acc[t] += w * Z[j, t]
-        for p in range(a_ptr[i], a_ptr[i + 1]):
-            w = a_w[p]
-            lb = a_dst[p]
+        for p in range(active_ptr[i], active_ptr[i + 1]):
+            w = active_weight[p]
+            other = active_dst[p]
             deg += w
             for t in range(r):
-                acc[t] += w * Z[lb, t]
-        for q in range(tn_ptrT[i], tn_ptrT[i + 1]):
-            f = tn_permT[q]
+                acc[t] += w * Z[other, t]
+        for q in range(targeted_by_ptr[i], targeted_by_ptr[i + 1]):
+            f = targeted_by[q]
             s = f // k
             w = wt[s, f - s * k]
             deg += w
             for t in range(r):
                 acc[t] += w * Z[s, t]
-        for q in range(a_ptrT[i], a_ptrT[i + 1]):
-            p = a_permT[q]
-            w = a_w[p]
-            s = a_src[p]
+        for q in range(active_ptr_by_dst[i], active_ptr_by_dst[i + 1]):
+            p = active_perm_by_dst[q]
+            w = active_weight[p]
+            s = active_src[p]
             deg += w
             for t in range(r):
                 acc[t] += w * Z[s, t]
@@ -470,13 +472,13 @@ def step(Z, ZP, alpha, out, out32, norms, screen, r0, r1):
 @njit(cache=True)
 def loss_buffers(n, k):
     """Outputs of :func:`loss_weights` for ``n`` rows: ``row_loss`` (n,), ``wt``
-    (n, k), ``row_active`` (n,), ``a_cnt`` (n,)."""
+    (n, k), ``row_active`` (n,), ``active_count`` (n,)."""
     return (np.zeros(n), np.zeros((n, k)), np.zeros(n, dtype=np.int64),
             np.zeros(n, dtype=np.int64))
 
 
 @njit(cache=True, nogil=True)
-def loss_grad_serial(Z, Z32, norms, screen, tn, tn_ptrT, tn_permT, indptr, indices,
+def loss_grad_serial(Z, Z32, norms, screen, targets, targeted_by_ptr, targeted_by, indptr, indices,
                      mu, smooth):
     """Loss, ``U`` (the gradient w.r.t. ``L`` is ``2 Uᵀ Xc``), active triplets and
     active impostor pairs in one call: :func:`loss_weights`, :func:`index_active`
@@ -485,19 +487,22 @@ def loss_grad_serial(Z, Z32, norms, screen, tn, tn_ptrT, tn_permT, indptr, indic
     ``norms`` are ``Z``'s screening inputs (:func:`point_aux`, :func:`step`). The
     product ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
     against numpy's 266 µs at 1257 × 64 (digits)."""
-    n, k = tn.shape
-    row_loss, wt, act, a_cnt = loss_buffers(n, k)
-    a_dst, a_w = loss_weights(Z, Z32, norms, screen, tn, indptr, indices, mu,
-                              smooth, 0, n, row_loss, wt, act, a_cnt)
-    a_ptr, a_src, a_ptrT, a_permT = index_active(a_cnt, a_dst)
+    n, k = targets.shape
+    row_loss, wt, act, active_count = loss_buffers(n, k)
+    active_dst, active_weight = loss_weights(Z, Z32, norms, screen, targets, indptr,
+                                             indices, mu, smooth, 0, n, row_loss, wt,
+                                             act, active_count)
+    (active_ptr, active_src, active_ptr_by_dst,
+     active_perm_by_dst) = index_active(active_count, active_dst)
     U = np.empty_like(Z)
-    laplacian_dot(Z, tn, wt, tn_ptrT, tn_permT, a_ptr, a_dst, a_w, a_ptrT, a_permT,
-                  a_src, 0, n, U)
-    return row_loss.sum(), U, act.sum(), a_dst.shape[0]
+    laplacian_dot(Z, targets, wt, targeted_by_ptr, targeted_by, active_ptr, active_dst,
+                  active_weight, active_ptr_by_dst, active_perm_by_dst,
+                  active_src, 0, n, U)
+    return row_loss.sum(), U, act.sum(), active_dst.shape[0]
 
 
 @njit(cache=True, nogil=True)
-def trial_serial(Z, ZP, alpha, out, out32, norms, screen, tn, tn_ptrT, tn_permT,
+def trial_serial(Z, ZP, alpha, out, out32, norms, screen, targets, targeted_by_ptr, targeted_by,
                  indptr, indices, mu, smooth):
     """A line-search trial of a problem too small for threads in one call:
     :func:`step` to ``out = Z + alpha ZP`` (with its screening inputs ``out32``,
@@ -507,19 +512,19 @@ def trial_serial(Z, ZP, alpha, out, out32, norms, screen, tn, tn_ptrT, tn_permT,
     wine or iris fit.)"""
     n = Z.shape[0]
     step(Z, ZP, alpha, out, out32, norms, screen, 0, n)
-    f, U, act, n_pairs = loss_grad_serial(out, out32, norms, screen, tn, tn_ptrT,
-                                          tn_permT, indptr, indices, mu, smooth)
+    f, U, act, n_pairs = loss_grad_serial(out, out32, norms, screen, targets, targeted_by_ptr,
+                                          targeted_by, indptr, indices, mu, smooth)
     return f, U, act, n_pairs, 2.0 * row_inner(U, ZP, 0, n)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
+def energy_block(D, y, class_start, k, dt, targets, mu, r0, r1, out):
     """LMNN energies of test points (rows of ``D``) for every class.
 
     ``D`` (m, n): squared learned distances of test points to the training points;
     ``y`` (n,) training labels in ``[0, C)``; ``class_start`` (C + 1,) offsets of the
     classes in a class-sorted order; ``dt`` (n, k) squared learned distances of every
-    training point to its target neighbours ``tn`` (−1 = none). For the rows
+    training point to its target neighbours ``targets`` (−1 = none). For the rows
     ``r0 ≤ t < r1`` writes ``out[t, c]`` =
 
         (1 − μ) Σ_{j ∈ kNN_c(t)} D_tj
@@ -532,7 +537,7 @@ def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
     """
     n = D.shape[1]
     C = class_start.shape[0] - 1
-    kk = tn.shape[1]
+    kk = targets.shape[1]
     sorted_all = np.empty(n)
     cum_all = np.empty(n + 1)
     sorted_cls = np.empty(n)
@@ -563,7 +568,7 @@ def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
             s = 0.0
             dti = row[i]
             for jj in range(kk):
-                if tn[i, jj] < 0:
+                if targets[i, jj] < 0:
                     continue
                 h = 1.0 + dt[i, jj] - dti
                 if h > 0.0:
@@ -589,7 +594,7 @@ def energy_block(D, y, class_start, k, dt, tn, mu, r0, r1, out):
 
 
 @njit(cache=True, fastmath=True)
-def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
+def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, targets, mu, smooth, U,
                patch):
     """Impostor pairs ``(i, l)`` of the new candidate graph that the old one did
     not hold and that lie inside ``i``'s margin radius (``d_il < radius[i]``, the
@@ -598,7 +603,7 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
     With ``patch``, adds their terms to an evaluation made on the old graph at
     ``Z`` (its ``U = Lap(W) Z``, updated in place), which makes it the evaluation
     on the new graph. Returns ``(n_missed, loss increment, active increment)``."""
-    n, k = tn.shape
+    n, k = targets.shape
     r = Z.shape[1]
     mark = np.full(n, -1, dtype=np.int64)
     dti = np.zeros(k)
@@ -611,10 +616,10 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
             mark[old_idx[p]] = i
         have_dti = False
         for p in range(new_ptr[i], new_ptr[i + 1]):
-            lb = new_idx[p]
-            if mark[lb] == i:
+            other = new_idx[p]
+            if mark[other] == i:
                 continue
-            d = _sqdist(Z, i, lb)
+            d = _sqdist(Z, i, other)
             if d >= radius[i]:
                 continue
             missed += 1
@@ -622,21 +627,21 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
                 continue
             if not have_dti:  # (i's target distances, once per row)
                 for jj in range(k):
-                    if tn[i, jj] >= 0:
-                        dti[jj] = _sqdist(Z, i, tn[i, jj])
+                    if targets[i, jj] >= 0:
+                        dti[jj] = _sqdist(Z, i, targets[i, jj])
                 have_dti = True
             dw[:] = 0.0
-            h, a, w = _pair_triplets(tn, i, dti, d, mu, smooth, dw)
+            h, a, w = _pair_triplets(targets, i, dti, d, mu, smooth, dw)
             loss += mu * h
             act += a
             # the pair weights: −μ Σ_j g on (i, l), μ g on each (i, j)
             for t in range(r):
-                u = -mu * w * (Z[i, t] - Z[lb, t])
+                u = -mu * w * (Z[i, t] - Z[other, t])
                 U[i, t] += u
-                U[lb, t] -= u
+                U[other, t] -= u
             for jj in range(k):
                 if dw[jj] != 0.0:
-                    j = tn[i, jj]
+                    j = targets[i, jj]
                     for t in range(r):
                         u = dw[jj] * (Z[i, t] - Z[j, t])
                         U[i, t] += u
@@ -645,19 +650,20 @@ def add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius, tn, mu, smooth, U,
 
 
 @njit(cache=True)
-def index_active(a_cnt, a_dst):
-    """Index structures of the active impostor pairs listed by source (``a_cnt[i]``
-    pairs of row ``i``, destinations ``a_dst``): ``a_ptr`` (n + 1), ``a_src``, and
-    grouped by destination ``a_ptrT`` (n + 1), ``a_permT`` (as :func:`group_by`)."""
-    n = a_cnt.shape[0]
-    a_ptr = np.zeros(n + 1, dtype=np.int64)
-    a_src = np.empty(a_dst.shape[0], dtype=np.int64)
+def index_active(active_count, active_dst):
+    """Index structures of the active impostor pairs listed by source (``active_count[i]``
+    pairs of row ``i``, destinations ``active_dst``): ``active_ptr`` (n + 1), ``active_src``, and
+    grouped by destination ``active_ptr_by_dst`` (n + 1), ``active_perm_by_dst`` (as
+    :func:`group_by`)."""
+    n = active_count.shape[0]
+    active_ptr = np.zeros(n + 1, dtype=np.int64)
+    active_src = np.empty(active_dst.shape[0], dtype=np.int64)
     for i in range(n):
-        a_ptr[i + 1] = a_ptr[i] + a_cnt[i]
-        for q in range(a_ptr[i], a_ptr[i + 1]):
-            a_src[q] = i
-    a_ptrT, a_permT = group_by(a_dst, n)
-    return a_ptr, a_src, a_ptrT, a_permT
+        active_ptr[i + 1] = active_ptr[i] + active_count[i]
+        for q in range(active_ptr[i], active_ptr[i + 1]):
+            active_src[q] = i
+    active_ptr_by_dst, active_perm_by_dst = group_by(active_dst, n)
+    return active_ptr, active_src, active_ptr_by_dst, active_perm_by_dst
 
 
 # ---------------------------------------------------------------------------
@@ -666,7 +672,7 @@ def index_active(a_cnt, a_dst):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def stream_block(G, norm_rows, norm_cols, a0, c0, rad, rho2, dt, tn, mu, smooth,
+def stream_block(G, norm_rows, norm_cols, a0, c0, rad, rho2, dt, targets, mu, smooth,
                  row_loss, wt, row_active, row_pairs, row_near, deg):
     """Impostor terms of the pairs of rows ``a0 … a0 + len(G) − 1`` and columns
     ``c0 … c0 + G.shape[1] − 1`` (points of other classes), from their dot
@@ -676,7 +682,7 @@ def stream_block(G, norm_rows, norm_cols, a0, c0, rad, rho2, dt, tn, mu, smooth,
     (a BLAS product) and the squared norms give the squared distances ``d``;
     ``rad`` (n,) are the exact margin radii ``1 + max_j d_ij``, ``rho2`` (n,) the
     enlarged ones of the candidate graph, ``dt`` (n, k) the squared target
-    distances and ``tn`` (n, k) the target neighbours (only their sign is read:
+    distances and ``targets`` (n, k) the target neighbours (only their sign is read:
     −1 = none). For each pair ``(i, l)`` and each direction (``i → l`` when ``d <
     rad[i]``, ``l → i`` when ``d < rad[l]``) the triplets ``(i, j, l)`` are added
     to ``i``'s loss ``row_loss``, active triplets, target weights ``wt[i]`` and
@@ -723,26 +729,26 @@ def stream_block(G, norm_rows, norm_cols, a0, c0, rad, rho2, dt, tn, mu, smooth,
             G[a, b] = 0.0
             if code[b] == 0:
                 continue
-            lb = c0 + b
+            other = c0 + b
             w = 0.0
             if d < ri:
-                h, ac, g = _pair_triplets(tn, i, dt[i], d, mu, smooth, wt[i])
+                h, ac, g = _pair_triplets(targets, i, dt[i], d, mu, smooth, wt[i])
                 push += h
                 act += ac
                 pairs += g > 0.0
                 w += g
-            if d < rad[lb]:
-                h, ac, g = _pair_triplets(tn, lb, dt[lb], d, mu, smooth, wt[lb])
-                row_loss[lb] += mu * h
-                row_active[lb] += ac
-                row_pairs[lb] += g > 0.0
+            if d < rad[other]:
+                h, ac, g = _pair_triplets(targets, other, dt[other], d, mu, smooth, wt[other])
+                row_loss[other] += mu * h
+                row_active[other] += ac
+                row_pairs[other] += g > 0.0
                 w += g
             if w != 0.0:
                 w *= -mu
                 G[a, b] = w
                 nnz += 1
                 dsum += w
-                deg[lb] += w
+                deg[other] += w
         row_loss[i] += mu * push
         row_active[i] += act
         row_pairs[i] += pairs
@@ -767,14 +773,14 @@ def sparse_wdot(W, Za, Zb, U, a0, c0):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def target_table(Z, tn, r0, r1, dt, rad):
-    """Squared target distances ``dt[i, j] = d_{i, tn[i, j]}`` (0 where none) and
+def target_table(Z, targets, r0, r1, dt, rad):
+    """Squared target distances ``dt[i, j] = d_{i, targets[i, j]}`` (0 where none) and
     the margin radii ``rad[i]`` as :func:`target_distances`, rows ``r0 ≤ i < r1``."""
-    k = tn.shape[1]
+    k = targets.shape[1]
     for i in range(r0, r1):
         rmax = -1.0
         for jj in range(k):
-            j = tn[i, jj]
+            j = targets[i, jj]
             d = _sqdist(Z, i, j) if j >= 0 else 0.0
             dt[i, jj] = d
             if j >= 0 and d > rmax:
