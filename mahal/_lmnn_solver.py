@@ -94,7 +94,7 @@ _STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
 # piecewise linear: an iteration caught on a kink makes little progress far from
 # the optimum, and one that crosses a kink makes much progress near it. The
 # average over a window is met at a practical optimum (how close, and at what
-# cost: docs/benchmarks.rst, "Convergence").
+# cost: docs/benchmarks.rst, "LMNN: defaults that converge").
 _WINDOW = 10
 
 

@@ -164,8 +164,8 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         Maximum number of L-BFGS iterations (over all smoothing stages; the
         smoothed stages together may use at most a third of them). A cap, as in
         metric-learn (whose default it is): a fit stops on ``tol`` well before it,
-        and a ``ConvergenceWarning`` says that it did not. (pylmnn's default of 50
-        stops many fits before they converge.)
+        and a ``ConvergenceWarning`` says that it did not. (50, pylmnn's default
+        and this one's before, stopped many fits before they converged.)
     tol : float, default=1e-5
         Stop a stage when the objective fell by less than ``tol`` (relative) per
         iteration, on average over its last 10 iterations. This is scipy's
