@@ -93,29 +93,6 @@ def solver_window(window):
         _lmnn_solver._WINDOW = saved
 
 
-@contextmanager
-def recorded_iterates():
-    """Record ``(seconds since entry, copy of L)`` at every L-BFGS iteration."""
-    from mahal import _lmnn_solver
-
-    lbfgs = _lmnn_solver.lbfgs
-    log = []
-    t0 = time.perf_counter()
-
-    def recording(oracle, x, budget, callback=None, **kw):
-        def cb(nit, f, xk):
-            log.append((time.perf_counter() - t0, xk.copy()))
-            if callback is not None:
-                callback(nit, f, xk)
-        return lbfgs(oracle, x, budget, callback=cb, **kw)
-
-    _lmnn_solver.lbfgs = recording
-    try:
-        yield log
-    finally:
-        _lmnn_solver.lbfgs = lbfgs
-
-
 def objective(L, Xtr, ytr, targets):
     from mahal._lmnn_solver import lmnn_loss_grad
 
@@ -141,14 +118,15 @@ def fit(config, Xtr, ytr, Xte, yte, targets):
 
 def time_to_objective(target, Xtr, ytr, targets):
     """Seconds until mahal's default fit first reaches ``target`` (exact
-    objective), or None; and the final objective of that fit."""
+    objective), or None (the fit's ``callback`` records every iterate)."""
     from mahal import LMNN
 
-    with recorded_iterates() as log:
-        m = LMNN(n_jobs=1).fit(Xtr, ytr)
-    r, d = m.components_.shape
-    for t, x in log:
-        if objective(x.reshape(r, d), Xtr, ytr, targets) <= target:
+    log = []
+    t0 = time.perf_counter()
+    LMNN(n_jobs=1, callback=lambda L, n_iter: log.append(
+        (time.perf_counter() - t0, L))).fit(Xtr, ytr)
+    for t, L in log:
+        if objective(L, Xtr, ytr, targets) <= target:
             return t
     return None
 
