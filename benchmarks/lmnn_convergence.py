@@ -22,8 +22,8 @@ With ``--peer`` (pylmnn 1.6.4 under $PEER_PYTHON, default
 ``/work/peers/bin/python``): pylmnn at its defaults (``max_iter=50``) on each
 fold, its time, its solution's objective (the same loss) and error; and the time
 mahal's default fit takes to reach that objective (the time of the first
-iteration whose exact objective is at most pylmnn's, read from a second,
-recorded fit; "-" if it never does).
+iteration whose exact objective is at most pylmnn's, from a second fit whose
+``callback`` records every iterate; "-" if it never does).
 
 Usage::
 
