@@ -160,11 +160,19 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         'lda' when ``n_components ≤ n_classes − 1``, else 'pca' when
         ``n_components < n_features``, else identity (which for full rank gives
         the same distances as 'pca', pylmnn's default).
-    max_iter : int, default=50
-        Maximum number of L-BFGS iterations (over all smoothing stages).
+    max_iter : int, default=1000
+        Maximum number of L-BFGS iterations (over all smoothing stages; the
+        smoothed stages together may use at most a third of them). A cap, as in
+        metric-learn (whose default it is): a fit stops on ``tol`` well before it,
+        and a ``ConvergenceWarning`` says that it did not. (50, pylmnn's default
+        and this one's before, stopped many fits before they converged.)
     tol : float, default=1e-5
-        Stop a stage when the relative decrease of the objective falls below
-        ``tol`` (the ``ftol`` rule of scipy's L-BFGS-B).
+        Stop a stage when the objective fell by less than ``tol`` (relative) per
+        iteration, on average over its last 10 iterations. This is scipy's
+        ``ftol`` rule (pylmnn's ``tol``) averaged over a window: on the exact
+        hinge, which is piecewise linear, one iteration's decrease says little
+        about how far the optimum is (an iteration caught on a kink makes little
+        progress far from it).
     regularization : float in (0, 1), default=0.5
         Weight of the pull term (target neighbours), as in metric-learn; the push
         (impostor) term has weight ``1 − regularization``.
@@ -283,7 +291,7 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
 
     _deprecated_aliases = {"k": "n_neighbors"}
 
-    def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=50,
+    def __init__(self, n_neighbors=3, n_components=None, init="auto", max_iter=1000,
                  tol=1e-5, regularization=0.5, n_passes=1, smoothing=(1.0, 0.1, 0.0),
                  random_state=None, verbose=False, preprocessor=None, n_jobs=None,
                  callback=None, weight_push_loss=None, k="deprecated", learn_rate=None,

@@ -431,12 +431,12 @@ def test_lmnn_energy_regularization_is_the_pull_weight():
 
 def test_lmnn_k_is_n_neighbors_with_a_future_warning():
     X, y, _ = _lmnn_problem()
-    lmnn = LMNN(k=2, max_iter=20)
+    lmnn = LMNN(k=2)
     with pytest.warns(FutureWarning, match="'k'.*n_neighbors"):
         lmnn.fit(X, y)
     assert lmnn.target_neighbors_.shape == (20, 2)
     assert lmnn.get_params()["k"] == 2 and lmnn.n_neighbors == 3  # as the user set
-    reference = LMNN(n_neighbors=2, max_iter=20).fit(X, y)
+    reference = LMNN(n_neighbors=2).fit(X, y)
     np.testing.assert_array_equal(lmnn.components_, reference.components_)
     assert clone(lmnn).k == 2
 
@@ -446,8 +446,8 @@ def test_lmnn_k_is_n_neighbors_with_a_future_warning():
 def test_lmnn_gradient_descent_parameters_are_accepted_and_ignored(name, value):
     X, y, _ = _lmnn_problem()
     with pytest.warns(UserWarning, match=f"{name}=.*no effect"):
-        lmnn = LMNN(n_neighbors=2, max_iter=20, **{name: value}).fit(X, y)
-    reference = LMNN(n_neighbors=2, max_iter=20).fit(X, y)
+        lmnn = LMNN(n_neighbors=2, **{name: value}).fit(X, y)
+    reference = LMNN(n_neighbors=2).fit(X, y)
     np.testing.assert_array_equal(lmnn.components_, reference.components_)
 
 

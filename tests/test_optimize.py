@@ -189,3 +189,28 @@ def test_warm_memory_continues_a_run():
     cold = lbfgs(FunctionLine(fun), first.x, 7, ftol=0.0)
     np.testing.assert_allclose(second.x, one.x, rtol=1e-10, atol=1e-12)
     assert np.abs(cold.x - one.x).max() > 1e-6
+
+
+@pytest.mark.parametrize("window", [1, 5, 10])
+def test_window_stops_at_the_first_small_average_decrease(window):
+    # reference: the values the run went through (FunctionLine's value at an
+    # accepted point is its line search's), and the rule applied to them by hand
+    x0 = np.full(6, -1.2)
+    x0[1::2] = 1.0
+    oracle = FunctionLine(lambda x: (rosen(x), rosen_der(x)))
+    f = [oracle.start(x0)[0]]
+    ftol = 1e-4
+    res = lbfgs(oracle, x0, 500, ftol=ftol, gtol=0.0, window=window,
+                callback=lambda nit, fk, x: f.append(fk))
+
+    def met(k):  # the rule at iteration k, over iterations k − window + 1 .. k
+        return k >= window and f[k - window] - f[k] <= window * ftol * max(
+            abs(f[k - window]), abs(f[k]), 1.0)
+
+    assert res.status == CONVERGED
+    stop = next(k for k in range(1, len(f)) if met(k))
+    assert res.nit == stop == len(f) - 1
+    # the wider window does not stop on one iteration of little progress
+    if window > 1:
+        assert any(f[k - 1] - f[k] <= ftol * max(abs(f[k - 1]), abs(f[k]), 1.0)
+                   for k in range(1, stop))
