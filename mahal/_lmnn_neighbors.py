@@ -8,8 +8,11 @@ Used by the solver (:mod:`mahal._lmnn_solver`) and the estimators.
 
 import numpy as np
 
-from . import _lmnn_kernels as kernels
+from . import _lmnn_dense
+from ._lazy import lazy_module
 from ._parallel import SERIAL, RowChunkPool, blas_threads
+
+kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
 
 _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
@@ -36,6 +39,9 @@ def select_target_neighbors(X, y, n_neighbors):
         classmates and ``−1`` in the remaining columns.
     """
     X = np.asarray(X, dtype=np.float64)
+    targets = _lmnn_dense.select_target_neighbors(X, y, n_neighbors)  # (small)
+    if targets is not None:
+        return targets
     n = X.shape[0]
     targets = np.full((n, n_neighbors), -1, dtype=np.int64)
     for c in np.unique(y):

@@ -53,10 +53,13 @@ import time
 import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
-from . import _lmnn_kernels as kernels
+from . import _lmnn_dense
+from ._lazy import lazy_module
 from ._lmnn_neighbors import _sq_norms, find_impostors
 from ._optimize import lbfgs
 from ._parallel import SERIAL, RowChunkPool, blas_threads
+
+kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
 
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period. (Missed pairs are
@@ -525,6 +528,12 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
         returned ``L`` is one of them.
     """
     r, d = L0.shape
+    if not low_precision and _lmnn_dense.use_dense(X.shape[0], target_neighbors.shape[1], r):
+        # small: dense NumPy evaluation, no numba (see mahal._lmnn_dense)
+        return _lmnn_lbfgs(_lmnn_dense.DenseProblem(X, y, target_neighbors, mu), L0,
+                           max_iter, tol, _smoothing_schedule(smoothing), verbose, slack,
+                           max_period, name, low_precision, callback,
+                           oracle_class=_lmnn_dense.DenseOracle)
     # Threads only pay off from a few thousand rows each.
     pool = RowChunkPool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
     try:
@@ -537,9 +546,9 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=100, tol=1e-5,
 
 
 def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name,
-                low_precision, user_callback):
+                low_precision, user_callback, oracle_class=None):
     r, d = L0.shape
-    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period)
+    oracle = (oracle_class or _LossOracle)(problem, r, slack=slack, max_period=max_period)
     if low_precision is not None:
         oracle.low_precision = bool(low_precision)
     verified = []  # (n_iter, loss) of the exact stage's points a search verified
