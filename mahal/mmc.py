@@ -16,7 +16,8 @@ How it is solved here (see :func:`_mmc_solve`)
   whitened coordinates ``δ̃ = Λ^{-1/2} Uᵀ δ`` and ``A = W M Wᵀ`` with
   ``W = U Λ^{-1/2}``, where the feasible set becomes ``K = {M ⪰ 0, tr M ≤ 1}``. The
   Euclidean projection onto ``K`` is *exact*: keep ``M``'s eigenvectors and project its
-  eigenvalues onto the capped simplex (:mod:`mahal._mmc_kernels`, numba).
+  eigenvalues onto the capped simplex (:mod:`mahal._mmc_small`: NumPy for small
+  problems, else the numba kernels of :mod:`mahal._mmc_kernels`).
 * Rank-deficient ``C_S``: only the range of ``C_S`` is kept. If the dissimilar pairs
   have no component in ``null(C_S)`` (e.g. all data lie in a subspace), those
   directions do not affect anything and get zero weight. If they do, the problem is
@@ -58,7 +59,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._mmc_kernels import cross_class_weights, project_trace_psd
+from ._mmc_small import cross_class_weights, project_trace_psd
 from ._validation import IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import (

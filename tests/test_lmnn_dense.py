@@ -1,9 +1,6 @@
 """LMNN's NumPy path for small problems (mahal._lmnn_dense, the NumPy L-BFGS
 steps) against the numba kernels, naive loops and finite differences."""
 
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -200,22 +197,3 @@ def test_numpy_two_loop_and_update_equal_the_kernels(dtype, count):
     g_nan[3] = np.nan
     assert np.isnan(_optimize._update_np(np.zeros(N), p, 0.1, g, g_nan, S.copy(),
                                          Y.copy(), rho.copy(), 0)[2])
-
-
-def test_small_lmnn_fit_never_imports_numba():
-    code = ("import sys\n"
-            "from sklearn.datasets import load_wine\n"
-            "from sklearn.preprocessing import StandardScaler\n"
-            "from mahal import LMNN, LMNNEnergyClassifier\n"
-            "X, y = load_wine(return_X_y=True)\n"
-            "X = StandardScaler().fit_transform(X)\n"
-            "LMNN().fit(X, y).transform(X)\n"
-            "LMNN(n_components=2, n_passes=2).fit(X, y)\n"
-            "LMNNEnergyClassifier().fit(X, y)\n"
-            "print('numba' in sys.modules)\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == "False"
