@@ -6,7 +6,9 @@ cached machine code, or compiling it on a new machine. Below the bounds of
 :func:`use_dense` the solver therefore evaluates the objective of
 :mod:`mahal._lmnn_solver` from the full ``n × n`` matrix of squared learned
 distances, with NumPy alone, and target neighbours are chosen from each class's
-full distance matrix; a small fit then never imports numba. The bounds keep those
+full distance matrix, and the energies of energy-based classification are computed
+from dense test-to-training distances; a small fit (or prediction) then never
+imports numba. The bounds keep those
 matrices to a few megabytes (the "never ``n × n``" rule is about memory, which
 they bound), and are set so that such fits are about as fast as with the kernels.
 
@@ -220,3 +222,41 @@ class DenseOracle:
         self._last = None
         f, g = self._settle(Z, evaluation)
         return f, g.ravel()
+
+
+def energy(training_side, Z_test, n_neighbors, mu):
+    """:func:`mahal._lmnn_neighbors.lmnn_energy` from dense test-to-training
+    distances (in blocks of test rows), or None when the training set is too large
+    for that (more than ``_MAX_N`` points)."""
+    Z, y, target_neighbors, target_dist, class_start = training_side
+    n = Z.shape[0]
+    if n > _MAX_N:
+        return None
+    C = class_start.shape[0] - 1
+    valid = target_neighbors >= 0
+    # (margins 1 + d_ij of the training triplets; −inf where there is no target)
+    margin = np.where(valid, 1.0 + target_dist, -np.inf)
+    onehot = np.zeros((n, C))
+    onehot[np.arange(n), y] = 1.0
+    norms = np.einsum("ij,ij->i", Z, Z)
+    E = np.empty((Z_test.shape[0], C))
+    step = max(1, _MAX_TRIPLETS // (n * max(n_neighbors, target_neighbors.shape[1], 1)))
+    for s in range(0, Z_test.shape[0], step):
+        Zt = Z_test[s:s + step]
+        D = np.einsum("ij,ij->i", Zt, Zt)[:, None] + norms[None, :] - 2.0 * (Zt @ Z.T)
+        np.maximum(D, 0.0, out=D)
+        # the test point as an impostor of training point i: Σ_j [1 + d_ij − D_ti]_+,
+        # summed over the training points of the other classes
+        push = np.maximum(margin[None, :, :] - D[:, :, None], 0.0).sum(axis=2)
+        third = push.sum(axis=1)[:, None] - push @ onehot
+        out = E[s:s + step]
+        for c in range(C):
+            a, b = class_start[c], class_start[c + 1]
+            kc = min(n_neighbors, b - a)
+            near = np.partition(D[:, a:b], kc - 1, axis=1)[:, :kc] if kc else D[:, :0]
+            others = np.concatenate([D[:, :a], D[:, b:]], axis=1)
+            # its own target neighbours (the kc nearest of class c) and impostors
+            hinge = np.maximum(1.0 + near[:, :, None] - others[:, None, :], 0.0)
+            out[:, c] = ((1.0 - mu) * near.sum(axis=1) + mu * hinge.sum(axis=(1, 2))
+                         + mu * third[:, c])
+    return E

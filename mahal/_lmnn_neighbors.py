@@ -195,6 +195,9 @@ def lmnn_energy(training_side, Z_test, n_neighbors, mu, n_threads=1):
     """Energies ``E(x_t, c)`` of test points ``Z_test`` (learned space) for every
     class, against ``training_side`` from :func:`prepare_energy`; in row blocks of
     the test-to-training distances, never ``n_test × n`` at once for large data."""
+    E = _lmnn_dense.energy(training_side, Z_test, n_neighbors, mu)  # (small)
+    if E is not None:
+        return E
     Z, y, target_neighbors, target_dist, class_start = training_side
     E = np.empty((Z_test.shape[0], class_start.shape[0] - 1))
     pool = RowChunkPool(n_threads)

@@ -13,7 +13,7 @@ from mahal import _lmnn_dense, _optimize
 from mahal._lmnn_dense import DenseOracle, DenseProblem, use_dense
 from mahal._lmnn_neighbors import select_target_neighbors
 from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
-from test_lmnn import _blobs, naive_loss_grad, naive_target_neighbors
+from test_lmnn import _blobs, naive_energy, naive_loss_grad, naive_target_neighbors
 
 
 def _standardised(load):
@@ -197,3 +197,22 @@ def test_numpy_two_loop_and_update_equal_the_kernels(dtype, count):
     g_nan[3] = np.nan
     assert np.isnan(_optimize._update_np(np.zeros(N), p, 0.1, g, g_nan, S.copy(),
                                          Y.copy(), rho.copy(), 0)[2])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_dense_energy_equals_the_kernel_and_the_definition(k, monkeypatch):
+    from mahal._lmnn_neighbors import lmnn_energy, prepare_energy
+
+    X, y = _blobs(45, 3, 3, 2, spread=2.0)
+    y[:2] = 5  # (a class of 2 members: fewer than k + 1 for k = 3)
+    Xt = _blobs(20, 3, 3, 3, spread=2.0)[0]
+    L = np.random.default_rng(1).normal(size=(3, 3))
+    codes = np.unique(y, return_inverse=True)[1].astype(np.int64)
+    tn = select_target_neighbors(X, codes, k)
+    side = prepare_energy(X @ L.T, codes, tn, 4)
+    E = lmnn_energy(side, Xt @ L.T, k, 0.4)
+    np.testing.assert_allclose(E, naive_energy(X @ L.T, codes, tn, Xt @ L.T, k, 0.4),
+                               rtol=1e-10, atol=1e-10)
+    monkeypatch.setattr(_lmnn_dense, "_MAX_N", 0)
+    np.testing.assert_allclose(E, lmnn_energy(side, Xt @ L.T, k, 0.4), rtol=1e-12,
+                               atol=1e-12)

@@ -29,7 +29,7 @@ X, y = load_wine(return_X_y=True)
 X = StandardScaler().fit_transform(X)
 LMNN().fit(X, y).transform(X)
 LMNN(n_components=2, n_passes=2).fit(X, y)
-LMNNEnergyClassifier().fit(X, y)
+LMNNEnergyClassifier().fit(X, y).predict(X)
 Covariance().fit(X)
 for diagonal in (False, True):
     MMC_Supervised(diagonal=diagonal).fit(X, y)
