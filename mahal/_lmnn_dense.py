@@ -124,6 +124,7 @@ class DenseProblem:
         H += self._same  # (−inf within a class)
         flat = np.flatnonzero(H > (0.5 * (norms - radius))[:, None])
         i, l = np.divmod(flat, n)
+        self.n_pairs = flat.shape[0]
         d_impostor = np.maximum(norms[i] + norms[l] - 2.0 * G.ravel()[flat], 0.0)
         # hinge arguments of their triplets (i, j, l), one column per target
         T = (1.0 + d_target[i]) - d_impostor[:, None]
@@ -190,6 +191,8 @@ class DenseOracle:
         self.Z = Z
         f, U, act = evaluation
         self.n_active = act
+        # ("candidates": the impostor pairs within the margins, all of them active)
+        self.n_candidates = self.problem.n_pairs
         self.checked = (f, False)
         if self.run_start_f is None:
             self.run_start_f = f

@@ -62,10 +62,13 @@ def compile_all(verbose=False):
                 LMNN(n_neighbors=3, max_iter=20, n_jobs=n_jobs,
                      random_state=0).fit(X, y)
                 say(f"LMNN {X.shape[0]} x {X.shape[1]}, n_jobs={n_jobs}")
-        X, y = tiny
-        clf = LMNNEnergyClassifier(n_neighbors=3).fit(X, y)
-        clf.predict(X)
+        # (energies: above the NumPy path's bound on the training set)
+        X, y = small
+        clf = LMNNEnergyClassifier(LMNN(max_iter=5, random_state=0),
+                                   n_neighbors=3).fit(X, y)
+        clf.predict(X[:100])
         say("LMNNEnergyClassifier")
+        X, y = tiny
         # (with its NumPy steps for small problems switched off: the kernels of
         # larger ones)
         bounds = _mmc_small._NUMPY_DIM, _mmc_small._NUMPY_BLOCK
