@@ -166,6 +166,8 @@ class DenseOracle:
     attributes :func:`mahal._lmnn_solver._lmnn_lbfgs` reads from the kernel path's
     oracle. Every value is exact, so every point counts as checked by a search."""
 
+    numpy_steps = True  # (L-BFGS's own steps in NumPy too: see mahal._optimize)
+
     def __init__(self, problem, r, slack=0.15, max_period=16):
         self.problem = problem
         self.r = r

@@ -24,8 +24,9 @@ algorithms 7.4/7.5 and the strong-Wolfe line search 3.5/3.6 with safeguarded cub
 interpolation). The two-loop recursion and the update of the memory are numba
 kernels (:mod:`mahal._optimize_kernels`), so the per-iteration overhead is a few
 microseconds (scipy's ``setulb`` took 1.8 ms per call at 172 × 172 parameters, 12%
-of an isolet fit); below ``_NUMPY_N`` parameters they run in NumPy, so that a small
-problem never loads numba. The stopping rules are scipy's: ``ftol``
+of an isolet fit); an oracle whose own evaluations run in NumPy (attribute
+``numpy_steps = True``: LMNN's small problems) gets their NumPy twins instead, so
+that its fit never loads numba. The stopping rules are scipy's: ``ftol``
 on the relative decrease, ``gtol`` on the largest gradient entry.
 """
 
@@ -44,10 +45,6 @@ CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
 # 1559; the two-loop alone 0.38 against 0.62 ms at this size, 0.05 against 0.08 ms
 # at digits' 4096 parameters (1.3 MB, left in float64: a small share of its fit).
 _F32_MEMORY = 1 << 23
-# Below this many parameters the two-loop recursion and the update run in NumPy
-# (:func:`_two_loop_np`, :func:`_update_np`): a problem that small never imports
-# numba for them.
-_NUMPY_N = 4096
 
 
 def _two_loop_np(g, S, Y, rho, head, count, gamma):
@@ -88,9 +85,7 @@ def _update_np(x, p, alpha, g, g_new, S, Y, rho, head):
 def _two_loop(g, S, Y, rho, head, count, gamma):
     """``(p, ⟨p, g⟩)`` with ``p = −H g`` for the L-BFGS inverse Hessian of the
     ``count`` newest pairs (circular buffers ``S``, ``Y`` of shape (m, N), newest at
-    ``head − 1``): NumPy below ``_NUMPY_N`` parameters, else a numba kernel."""
-    if g.shape[0] < _NUMPY_N:
-        return _two_loop_np(g, S, Y, rho, head, count, gamma)
+    ``head − 1``): the numba kernel (:func:`_two_loop_np` is its NumPy twin)."""
     return kernels._two_loop(g, S, Y, rho, head, count, gamma)
 
 
@@ -99,10 +94,8 @@ def _update(x, p, alpha, g, g_new, S, Y, rho, head):
     alpha p``, and the pair ``(s, y) = (alpha p, g_new − g)`` written into slot
     ``head`` of the memory if its curvature ``sᵀy`` exceeds ``1e-10 yᵀy``.
     Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``, with ``s``
-    and ``y`` rounded to the memory's dtype. NumPy below ``_NUMPY_N`` parameters,
-    else a numba kernel."""
-    if x.shape[0] < _NUMPY_N:
-        return _update_np(x, p, alpha, g, g_new, S, Y, rho, head)
+    and ``y`` rounded to the memory's dtype: the numba kernel
+    (:func:`_update_np` is its NumPy twin)."""
     return kernels._update(x, p, alpha, g, g_new, S, Y, rho, head)
 
 
@@ -227,6 +220,9 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         rho = np.zeros(memory)
         head = count = 0
         gamma = 1.0
+    # (NumPy steps for an oracle that runs in NumPy: see the module docstring)
+    two_loop, update = ((_two_loop_np, _update_np) if getattr(oracle, "numpy_steps", False)
+                        else (_two_loop, _update))
     f, g = oracle.start(x)
     gmax = np.abs(g).max()
     nit = nfev = 0
@@ -236,7 +232,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         if gmax <= gtol:
             status = CONVERGED
             break
-        p, d0 = _two_loop(g, S, Y, rho, head, count, gamma)
+        p, d0 = two_loop(g, S, Y, rho, head, count, gamma)
         if count == 0 or d0 >= 0.0:  # (not a descent direction: forget the memory)
             count = 0
             p = -g
@@ -263,7 +259,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         f_old = f
         f, g_new = oracle.accept(alpha)
         nit += 1
-        stored, gamma_new, gmax = _update(x, p, alpha, g, g_new, S, Y, rho, head)
+        stored, gamma_new, gmax = update(x, p, alpha, g, g_new, S, Y, rho, head)
         if stored:
             head = (head + 1) % memory
             count = min(count + 1, memory)

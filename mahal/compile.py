@@ -52,8 +52,7 @@ def compile_all(verbose=False):
     # above the NumPy path's bounds: the compiled serial evaluation
     small = _blobs(1100, 5)
     # large enough for the float32 products, the blocked impostor search, the
-    # float32 screen of the loss kernel, the compiled target-neighbour selection
-    # and L-BFGS kernels (r d ≥ mahal._optimize._NUMPY_N)
+    # float32 screen of the loss kernel and the compiled target-neighbour selection
     medium = _blobs(460, 64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (convergence on these toy problems)

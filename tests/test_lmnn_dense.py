@@ -21,14 +21,6 @@ def _standardised(load):
     return StandardScaler().fit_transform(X), y
 
 
-@pytest.fixture
-def kernels_only(monkeypatch):
-    """Every bound of the NumPy path at 0: the kernel path whatever the size."""
-    monkeypatch.setattr(_lmnn_dense, "_MAX_N", 0)
-    monkeypatch.setattr(_lmnn_dense, "_MAX_TARGET_ELEMS", 0)
-    monkeypatch.setattr(_optimize, "_NUMPY_N", 0)
-
-
 def _dense(L, X, y, tn, mu=0.5, smooth=0.0):
     problem = DenseProblem(X, y, tn, mu)
     f, U, act = problem.weights(problem.transform(L), smooth)
@@ -122,7 +114,6 @@ def test_small_fit_reaches_the_kernel_paths_objective(load, monkeypatch):
     f_dense, info = objective()
     assert info["n_searches"] == 0  # (the dense path: no impostor search)
     monkeypatch.setattr(_lmnn_dense, "_MAX_N", 0)
-    monkeypatch.setattr(_optimize, "_NUMPY_N", 0)
     f_kernel, info = objective()
     assert info["n_searches"] > 0
     assert f_dense == pytest.approx(f_kernel, rel=2e-3)
