@@ -25,10 +25,11 @@ def _data(name):
     from sklearn import datasets
     from sklearn.preprocessing import StandardScaler
 
-    if name == "blobs":  # near the small path's bounds
+    if name.startswith("blobs"):  # blobsN: N points, 10 features, 3 classes
+        n = int(name[5:] or 800)
         rng = np.random.default_rng(0)
-        y = np.arange(800) % 3
-        X = rng.normal(size=(800, 10)) + 1.5 * rng.normal(size=(3, 10))[y]
+        y = np.arange(n) % 3
+        X = rng.normal(size=(n, 10)) + 1.5 * rng.normal(size=(3, 10))[y]
         return X, y
     X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
     return StandardScaler().fit_transform(X), y
@@ -36,7 +37,7 @@ def _data(name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", nargs="*", default=["iris", "wine", "breast_cancer", "blobs"])
+    ap.add_argument("data", nargs="*", default=["iris", "wine", "blobs300", "blobs500", "blobs800"])
     ap.add_argument("--rounds", type=int, default=11)
     args = ap.parse_args()
     from mahal import LMNN, _lmnn_dense

@@ -20,9 +20,11 @@ kernel path's impostor searches.
 import numpy as np
 
 # Dense evaluation when n ≤ _MAX_N and the impostor terms (n² k per evaluation)
-# and the distance products (n² r) stay below these counts.
-_MAX_N = 1000
-_MAX_TRIPLETS = 1 << 21
+# and the distance products (n² r) stay below these counts. (A dense fit is slower
+# than the kernels' once numba is loaded, by a few milliseconds on a hundred points
+# and more as n² grows: these bounds keep it well below numba's start-up.)
+_MAX_N = 500
+_MAX_TRIPLETS = 1 << 20
 _MAX_PRODUCT = 1 << 23
 # Dense target neighbours while Σ_c m_c² d (the classes' difference arrays) stays
 # below this.

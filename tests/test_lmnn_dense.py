@@ -120,10 +120,10 @@ def test_small_fit_reaches_the_kernel_paths_objective(load, monkeypatch):
 
 
 def test_bounds_choose_the_path():
-    assert use_dense(178, 3, 13) and use_dense(1000, 2, 8)
-    assert not use_dense(1001, 1, 1)  # n
-    assert not use_dense(900, 3, 5)  # n² k
-    assert not use_dense(600, 3, 64)  # n² r
+    assert use_dense(178, 3, 13) and use_dense(500, 4, 8)
+    assert not use_dense(501, 1, 1)  # n
+    assert not use_dense(500, 5, 5)  # n² k
+    assert not use_dense(400, 3, 64)  # n² r
 
 
 @pytest.mark.parametrize("seed", [0, 1])
