@@ -50,12 +50,13 @@ def swap_sets(old):
     """``{"new": [(namespace, attr, fn)], "old": [...]}``: every kernel function of the
     three modules, where the solvers look it up."""
     import mahal._lmnn_kernels as K
-    import mahal._mmc_kernels as MK
+    import mahal._mmc_small as MS
     import mahal._optimize as O
     import mahal._mmc_solver as mmc
 
+    # (this checkout's MMC steps are those of _mmc_small: NumPy or kernel by size)
     places = [(K, K, old["_lmnn_kernels"]), (O, O, old["_optimize"]),
-              (MK, mmc, old["_mmc_kernels"])]
+              (MS, mmc, old["_mmc_kernels"])]
     sets = {"new": [], "old": []}
     for mod, namespace, old_mod in places:
         for attr in dir(mod):

@@ -8,8 +8,11 @@ Used by the solver (:mod:`mahal._lmnn_solver`) and the estimators.
 
 import numpy as np
 
-from . import _lmnn_kernels as kernels
+from . import _lmnn_dense
+from ._lazy import lazy_module
 from ._parallel import SERIAL, RowChunkPool, blas_threads
+
+kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
 
 _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)
@@ -36,6 +39,9 @@ def select_target_neighbors(X, y, n_neighbors):
         classmates and ``−1`` in the remaining columns.
     """
     X = np.asarray(X, dtype=np.float64)
+    targets = _lmnn_dense.select_target_neighbors(X, y, n_neighbors)  # (small)
+    if targets is not None:
+        return targets
     n = X.shape[0]
     targets = np.full((n, n_neighbors), -1, dtype=np.int64)
     for c in np.unique(y):
@@ -189,6 +195,9 @@ def lmnn_energy(training_side, Z_test, n_neighbors, mu, n_threads=1):
     """Energies ``E(x_t, c)`` of test points ``Z_test`` (learned space) for every
     class, against ``training_side`` from :func:`prepare_energy`; in row blocks of
     the test-to-training distances, never ``n_test × n`` at once for large data."""
+    E = _lmnn_dense.energy(training_side, Z_test, n_neighbors, mu)  # (small)
+    if E is not None:
+        return E
     Z, y, target_neighbors, target_dist, class_start = training_side
     E = np.empty((Z_test.shape[0], class_start.shape[0] - 1))
     pool = RowChunkPool(n_threads)

@@ -61,10 +61,13 @@ import time
 import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
-from . import _lmnn_kernels as kernels
+from . import _lmnn_dense
+from ._lazy import lazy_module
 from ._lmnn_neighbors import _SEARCH_BLOCK, _sq_norms, find_impostors
 from ._optimize import lbfgs
 from ._parallel import SERIAL, RowChunkPool, blas_threads
+
+kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
 
 # A refresh that finds at most this share of the active impostor pairs missed by
 # the old candidate graph does not shorten the search period. (Missed pairs are
@@ -677,6 +680,13 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=1000, tol=1e-5,
         pairs stored at once; ``n_streamed``: evaluations made without a graph.
     """
     r, d = L0.shape
+    if (not low_precision and max_candidates is None
+            and _lmnn_dense.use_dense(X.shape[0], target_neighbors.shape[1], r)):
+        # small: dense NumPy evaluation, no numba (see mahal._lmnn_dense)
+        return _lmnn_lbfgs(_lmnn_dense.DenseProblem(X, y, target_neighbors, mu), L0,
+                           max_iter, tol, _smoothing_schedule(smoothing), verbose, slack,
+                           max_period, name, low_precision, callback,
+                           oracle_class=_lmnn_dense.DenseOracle)
     # Threads only pay off from a few thousand rows each.
     pool = RowChunkPool(min(n_threads, max(1, X.shape[0] // _ROWS_PER_THREAD)))
     try:
@@ -690,10 +700,13 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=1000, tol=1e-5,
 
 
 def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, name,
-                low_precision, user_callback, max_candidates=None):
+                low_precision, user_callback, max_candidates=None, oracle_class=None):
     r, d = L0.shape
-    oracle = _LossOracle(problem, r, slack=slack, max_period=max_period,
-                         max_candidates=max_candidates)
+    if oracle_class is None:
+        oracle = _LossOracle(problem, r, slack=slack, max_period=max_period,
+                             max_candidates=max_candidates)
+    else:
+        oracle = oracle_class(problem, r, slack=slack, max_period=max_period)
     if verbose:
         oracle.log = lambda message: print(f"[{name}] {message}", flush=True)
     if low_precision is not None:

@@ -1,7 +1,8 @@
 """The MMC solver: maximise ``Σ_D ‖δ‖_A`` subject to ``Σ_S ‖δ‖²_A ≤ 1``, ``A ⪰ 0``
 (the objective of :mod:`mahal.mmc`), and the diagonal formulation.
 
-Plain functions on arrays; the projection kernels are in :mod:`mahal._mmc_kernels`.
+Plain functions on arrays; the projection and weights are in :mod:`mahal._mmc_small`
+(NumPy for small problems, else :mod:`mahal._mmc_kernels`).
 
 How it is solved
 ----------------
@@ -9,7 +10,8 @@ How it is solved
   whitened coordinates ``δ̃ = Λ^{-1/2} Uᵀ δ`` and ``A = W M Wᵀ`` with
   ``W = U Λ^{-1/2}``, where the feasible set becomes ``K = {M ⪰ 0, tr M ≤ 1}``. The
   Euclidean projection onto ``K`` is *exact*: keep ``M``'s eigenvectors and project its
-  eigenvalues onto the capped simplex (:mod:`mahal._mmc_kernels`, numba).
+  eigenvalues onto the capped simplex (:mod:`mahal._mmc_small`: NumPy for small
+  problems, else the numba kernels of :mod:`mahal._mmc_kernels`).
 * Rank-deficient ``C_S``: only the range of ``C_S`` is kept. If the dissimilar pairs
   have no component in ``null(C_S)`` (e.g. all data lie in a subspace), those
   directions do not affect anything and get zero weight. If they do, the problem is
@@ -47,7 +49,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._mmc_kernels import cross_class_weights, project_trace_psd
+from ._mmc_small import cross_class_weights, project_trace_psd
 
 __all__ = ["mmc_solve", "mmc_objective", "scatter", "DiffPairs", "CrossClassPairs"]
 

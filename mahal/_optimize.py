@@ -21,15 +21,20 @@ product in the image space. :func:`lbfgs` therefore talks to a *line oracle*:
 
 The iteration is the textbook one (Nocedal & Wright, *Numerical Optimization*,
 algorithms 7.4/7.5 and the strong-Wolfe line search 3.5/3.6 with safeguarded cubic
-interpolation); the two-loop recursion is a numba kernel, so the per-iteration
-overhead is a few microseconds (scipy's ``setulb`` took 1.8 ms per call at 172 ×
-172 parameters, 12% of an isolet fit). The stopping rules are scipy's: ``ftol``
-on the relative decrease (optionally averaged over a window of iterations),
-``gtol`` on the largest gradient entry.
+interpolation). The two-loop recursion and the update of the memory are numba
+kernels (:mod:`mahal._optimize_kernels`), so the per-iteration overhead is a few
+microseconds (scipy's ``setulb`` took 1.8 ms per call at 172 × 172 parameters, 12%
+of an isolet fit); an oracle whose own evaluations run in NumPy (attribute
+``numpy_steps = True``: LMNN's small problems) gets their NumPy twins instead, so
+that its fit never loads numba. The stopping rules are scipy's: ``ftol`` on the
+relative decrease (optionally averaged over a window of iterations), ``gtol`` on the
+largest gradient entry.
 """
 
 import numpy as np
-from ._jit import njit
+from ._lazy import lazy_module
+
+kernels = lazy_module("mahal._optimize_kernels")  # (numba: on first use)
 
 # status codes (as scipy's L-BFGS-B)
 CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
@@ -43,83 +48,56 @@ CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
 _F32_MEMORY = 1 << 23
 
 
-@njit(cache=True, fastmath=True)
-def _two_loop(g, S, Y, rho, head, count, gamma):
-    """``(p, ⟨p, g⟩)`` with ``p = −H g`` for the L-BFGS inverse Hessian of the
-    ``count`` newest pairs (circular buffers ``S``, ``Y`` of shape (m, N), newest at
-    ``head − 1``)."""
-    m, N = S.shape
+def _two_loop_np(g, S, Y, rho, head, count, gamma):
+    """:func:`mahal._optimize_kernels._two_loop` in NumPy (for few parameters)."""
+    m = S.shape[0]
     q = g.copy()
     alpha = np.empty(m)
     for c in range(count):
         i = (head - 1 - c) % m
-        a = 0.0
-        for t in range(N):
-            a += S[i, t] * q[t]
-        a *= rho[i]
-        alpha[i] = a
-        for t in range(N):
-            q[t] -= a * Y[i, t]
-    for t in range(N):
-        q[t] *= gamma
+        alpha[i] = a = rho[i] * float(S[i] @ q)
+        q -= a * Y[i]
+    q *= gamma
     for c in range(count - 1, -1, -1):
         i = (head - 1 - c) % m
-        b = 0.0
-        for t in range(N):
-            b += Y[i, t] * q[t]
-        b = alpha[i] - rho[i] * b
-        for t in range(N):
-            q[t] += b * S[i, t]
-    d0 = 0.0
-    for t in range(N):
-        q[t] = -q[t]
-        d0 += q[t] * g[t]
-    return q, d0
+        q += (alpha[i] - rho[i] * float(Y[i] @ q)) * S[i]
+    q = -q
+    return q, float(q @ g)
 
 
-# fastmath without its no-NaN / no-inf assumptions: a NaN in the gradient must make
-# ``max |g_new|`` NaN (never "converged"), as numpy's max does
-_UPDATE_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+def _update_np(x, p, alpha, g, g_new, S, Y, rho, head):
+    """:func:`mahal._optimize_kernels._update` in NumPy (for few parameters)."""
+    s = (alpha * p).astype(S.dtype)
+    y = (g_new - g).astype(S.dtype)
+    s64, y64 = s.astype(np.float64), y.astype(np.float64)
+    sy = float(s64 @ y64)
+    yy = float(y64 @ y64)
+    # (NaN if g_new holds one: never "converged")
+    gmax = float(np.max(np.abs(g_new)))
+    stored = sy > 1e-10 * yy
+    if stored:
+        S[head] = s
+        Y[head] = y
+        rho[head] = 1.0 / sy
+    x += alpha * p
+    return stored, (sy / yy if stored else 0.0), gmax
 
 
-@njit(cache=True, fastmath=_UPDATE_MATH)
+def _two_loop(g, S, Y, rho, head, count, gamma):
+    """``(p, ⟨p, g⟩)`` with ``p = −H g`` for the L-BFGS inverse Hessian of the
+    ``count`` newest pairs (circular buffers ``S``, ``Y`` of shape (m, N), newest at
+    ``head − 1``): the numba kernel (:func:`_two_loop_np` is its NumPy twin)."""
+    return kernels._two_loop(g, S, Y, rho, head, count, gamma)
+
+
 def _update(x, p, alpha, g, g_new, S, Y, rho, head):
     """After a step ``alpha p`` from ``x`` (gradient ``g``, now ``g_new``): ``x +=
     alpha p``, and the pair ``(s, y) = (alpha p, g_new − g)`` written into slot
     ``head`` of the memory if its curvature ``sᵀy`` exceeds ``1e-10 yᵀy``.
     Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``, with ``s``
-    and ``y`` rounded to the memory's dtype. (One compiled pass instead of ten
-    numpy calls: 1.5 µs against 8.1 µs per iteration at wine's 169 parameters, ~5%
-    of its fit.)"""
-    N = x.shape[0]
-    # (s and y as the memory stores them, so that rho matches them when the
-    # memory is float32)
-    s = np.empty(N, dtype=S.dtype)
-    y = np.empty(N, dtype=S.dtype)
-    sy = 0.0
-    yy = 0.0
-    gmax = 0.0
-    for t in range(N):
-        s[t] = alpha * p[t]
-        y[t] = g_new[t] - g[t]
-        st = np.float64(s[t])
-        yt = np.float64(y[t])
-        sy += st * yt
-        yy += yt * yt
-        a = abs(g_new[t])
-        if not a <= gmax and gmax == gmax:  # (larger, or the first NaN: kept)
-            gmax = a
-    stored = sy > 1e-10 * yy
-    if stored:
-        # (element loops: a row assignment ``S[head] = s`` compiles numba's
-        # shape-mismatch error message, string formatting included)
-        for t in range(N):
-            S[head, t] = s[t]
-            Y[head, t] = y[t]
-        rho[head] = 1.0 / sy
-    for t in range(N):
-        x[t] += alpha * p[t]
-    return stored, (sy / yy if stored else 0.0), gmax
+    and ``y`` rounded to the memory's dtype: the numba kernel
+    (:func:`_update_np` is its NumPy twin)."""
+    return kernels._update(x, p, alpha, g, g_new, S, Y, rho, head)
 
 
 def _cubic_min(a, fa, da, b, fb, db):
@@ -252,6 +230,9 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         rho = np.zeros(memory)
         head = count = 0
         gamma = 1.0
+    # (NumPy steps for an oracle that runs in NumPy: see the module docstring)
+    two_loop, update = ((_two_loop_np, _update_np) if getattr(oracle, "numpy_steps", False)
+                        else (_two_loop, _update))
     f, g = oracle.start(x)
     gmax = np.abs(g).max()
     # the decreases of the last ``window`` iterations, each measured along its
@@ -266,7 +247,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         if gmax <= gtol:
             status = CONVERGED
             break
-        p, d0 = _two_loop(g, S, Y, rho, head, count, gamma)
+        p, d0 = two_loop(g, S, Y, rho, head, count, gamma)
         if count == 0 or d0 >= 0.0:  # (not a descent direction: forget the memory)
             count = 0
             p = -g
@@ -293,7 +274,7 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         f_old = f
         f, g_new = oracle.accept(alpha)
         nit += 1
-        stored, gamma_new, gmax = _update(x, p, alpha, g, g_new, S, Y, rho, head)
+        stored, gamma_new, gmax = update(x, p, alpha, g, g_new, S, Y, rho, head)
         if stored:
             head = (head + 1) % memory
             count = min(count + 1, memory)

@@ -9,9 +9,9 @@ numba compiles each kernel on its first call and caches the machine code in numb
 cache directory (beside the package, or ``NUMBA_CACHE_DIR``), so without this the
 first fits on a machine take seconds longer. This fits every learner on small
 synthetic problems chosen to take each code path whose kernels differ (LMNN: serial
-and threaded evaluation, float64 and float32 products, the one-pass and the blocked
-impostor search; MMC: full and diagonal), and predicts with
-``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
+and threaded evaluation, float64 and float32 products, the blocked impostor search,
+above the bounds of its NumPy path for small problems; MMC: full and diagonal), and
+predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
 """
 
 import time
@@ -38,7 +38,7 @@ def _pairs(X, y, n_pairs=100, seed=0):
 def compile_all(verbose=False):
     """Fit every learner on small problems, so that every kernel is compiled and
     cached. Returns the seconds taken."""
-    from . import LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised
+    from . import LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised, _mmc_small
 
     t0 = time.perf_counter()
 
@@ -47,10 +47,13 @@ def compile_all(verbose=False):
             print(f"[mahal.compile] {what} ({time.perf_counter() - t0:.1f} s)",
                   flush=True)
 
-    small = _blobs(60, 5)
-    # large enough for the float32 products, the blocked impostor search and the
-    # float32 screen of the loss kernel
-    medium = _blobs(460, 48)
+    # (problems this small run in NumPy and need no kernel: see mahal._lmnn_dense)
+    tiny = _blobs(60, 5)
+    # above the NumPy path's bounds: the compiled serial evaluation
+    small = _blobs(1100, 5)
+    # large enough for the float32 products, the blocked impostor search, the
+    # float32 screen of the loss kernel and the compiled target-neighbour selection
+    medium = _blobs(460, 64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (convergence on these toy problems)
         for X, y in (small, medium):
@@ -58,13 +61,23 @@ def compile_all(verbose=False):
                 LMNN(n_neighbors=3, max_iter=20, n_jobs=n_jobs,
                      random_state=0).fit(X, y)
                 say(f"LMNN {X.shape[0]} x {X.shape[1]}, n_jobs={n_jobs}")
+        # (energies: above the NumPy path's bound on the training set)
         X, y = small
-        clf = LMNNEnergyClassifier(n_neighbors=3).fit(X, y)
-        clf.predict(X)
+        clf = LMNNEnergyClassifier(LMNN(max_iter=5, random_state=0),
+                                   n_neighbors=3).fit(X, y)
+        clf.predict(X[:100])
         say("LMNNEnergyClassifier")
-        for diagonal in (False, True):
-            MMC(diagonal=diagonal, random_state=0).fit(*_pairs(X, y))
-            MMC_Supervised(diagonal=diagonal, random_state=0).fit(X, y)
+        X, y = tiny
+        # (with its NumPy steps for small problems switched off: the kernels of
+        # larger ones)
+        bounds = _mmc_small._NUMPY_DIM, _mmc_small._NUMPY_BLOCK
+        _mmc_small._NUMPY_DIM = _mmc_small._NUMPY_BLOCK = 0
+        try:
+            for diagonal in (False, True):
+                MMC(diagonal=diagonal, random_state=0).fit(*_pairs(X, y))
+                MMC_Supervised(diagonal=diagonal, random_state=0).fit(X, y)
+        finally:
+            _mmc_small._NUMPY_DIM, _mmc_small._NUMPY_BLOCK = bounds
         say("MMC, MMC_Supervised")
     return time.perf_counter() - t0
 

@@ -3,14 +3,13 @@
 ``A = Gᵀ G`` is positive semi-definite (PSD); every learner stores ``G`` as
 ``components_``. This module converts between the two (handling rank-deficient ``A``),
 projects symmetric matrices onto the PSD cone, and checks PSD-ness. The projection is
-also provided as a numba kernel (:func:`psd_project_nb`) for solvers that call it in
-their inner loop; numba compiles it on first use (and caches it on disk), never at
-import.
+also provided as a numba kernel (``psd_project_nb``) for solvers that call it in
+their inner loop; numba is imported, and the kernel compiled (and cached on disk),
+on the first access to that name, never at import.
 """
 
 import numpy as np
 import scipy.linalg
-from numba import njit
 
 from .exceptions import NonPSDError
 
@@ -49,8 +48,7 @@ def psd_project(A):
     return symmetrize((V * w) @ V.T)
 
 
-@njit(cache=True)
-def psd_project_nb(A):
+def _psd_project_nb(A):
     """Numba version of :func:`psd_project`, for use inside compiled solvers.
 
     Returns ``(A_psd, w)`` where ``w`` are the clipped eigenvalues (ascending).
@@ -64,6 +62,17 @@ def psd_project_nb(A):
     Vw = V * w
     P = Vw @ V.T
     return 0.5 * (P + P.T), w
+
+
+def __getattr__(name):
+    # psd_project_nb: numba imported and the kernel made on first access
+    if name == "psd_project_nb":
+        from ._jit import njit
+
+        kernel = njit(cache=True)(_psd_project_nb)
+        globals()[name] = kernel
+        return kernel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def metric_from_components(G):

@@ -28,6 +28,9 @@ Xd, yd = load_digits(return_X_y=True)
 Xd = StandardScaler().fit_transform(Xd[:600])
 mahal.LMNN(max_iter=5, random_state=0).fit(Xd, yd[:600])
 mahal.LMNN(max_iter=5, n_jobs=2, random_state=0).fit(Xd, yd[:600])
+Xe = np.repeat(Xd, 2, axis=0) + 0.01 * np.random.default_rng(0).normal(size=(1200, 64))
+mahal.LMNNEnergyClassifier(mahal.LMNN(max_iter=3)).fit(Xe, np.repeat(yd[:600], 2)
+                                                     ).predict(Xd[:20])
 print(json.dumps(_jit.notice.spent))
 """
 

@@ -315,7 +315,8 @@ def test_fit_over_the_memory_budget_stores_at_most_the_budget():
     # distances instead (the issue: 50000 points of random labels grew past 21 GB).
     # Exact values throughout, so it reaches the objective of the unbounded fit;
     # and, like the graph's evaluations, it does not depend on the thread count.
-    X, y = _overlapping(300, 5, 3, 7)
+    # (600 points: above the dense NumPy path's bound, which stores no graph)
+    X, y = _overlapping(600, 5, 3, 7)
     y = y.astype(np.int64)
     tn = select_target_neighbors(X, y, 3)
     fits = {}
@@ -328,7 +329,7 @@ def test_fit_over_the_memory_budget_stores_at_most_the_budget():
     assert free["peak_candidates"] > 10 * 1000 and free["n_streamed"] == 0
     assert capped["peak_candidates"] <= 1000 and capped["n_streamed"] > 0
     assert f_capped == pytest.approx(f_free, rel=0.01)
-    # (n_threads=2 at 300 points: the pool itself is capped at one thread per 4096
+    # (n_threads=2 at 600 points: the pool itself is capped at one thread per 4096
     # rows, so the lanes are exercised by the streamed-evaluation test above)
     np.testing.assert_array_equal(fits[1000, 2][0], L)
 

@@ -413,3 +413,41 @@ def test_bad_supervised_input():
 @parametrize_with_checks([MMC_Supervised(), MMC_Supervised(diagonal=True)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------
+# NumPy steps for small problems (mahal._mmc_small) against the kernels
+
+
+@pytest.mark.parametrize("d", [1, 4, 13, 40])
+@pytest.mark.parametrize("scale", [0.01, 1.0, 10.0])
+def test_numpy_trace_projection_equals_the_kernel(d, scale):
+    from mahal import _mmc_small
+
+    rng = np.random.default_rng(d)
+    A = scale * rng.normal(size=(d, d))  # (not symmetric: its symmetric part counts)
+    P, w, _ = _mmc_small.project_trace_psd(A)
+    Pk, wk, _ = project_trace_psd(A)
+    assert d <= _mmc_small._NUMPY_DIM
+    np.testing.assert_allclose(P, Pk, rtol=0, atol=1e-12 * max(1.0, np.abs(Pk).max()))
+    np.testing.assert_allclose(w, wk, rtol=0, atol=1e-12 * max(1.0, np.abs(wk).max()))
+    np.testing.assert_array_equal(P, P.T)
+
+
+@pytest.mark.parametrize("s, c0", [(0, 0), (5, 5), (5, 0), (0, 12)])
+def test_numpy_cross_class_weights_equal_the_kernel(s, c0):
+    from mahal import _mmc_kernels, _mmc_small
+
+    rng = np.random.default_rng(s + c0)
+    n = 40
+    Z = rng.normal(size=(n, 3))
+    Z[7] = Z[20]  # (a duplicate pair: weight capped by dmin)
+    sq = np.einsum("ij,ij->i", Z, Z)
+    codes = rng.integers(0, 3, n).astype(np.int64)
+    K = Z[s:s + 15] @ Z[c0:].T
+    a, b = K.copy(), K.copy()
+    Fa, ra, ca = _mmc_small.cross_class_weights(a, sq, codes, s, c0, 1e-6)
+    Fb, rb, cb = _mmc_kernels.cross_class_weights(b, sq, codes, s, c0, 1e-6)
+    assert Fa == pytest.approx(Fb, rel=1e-12)
+    for u, v in ((a, b), (ra, rb), (ca, cb)):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
