@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import sklearn
 from numpy.linalg import LinAlgError
@@ -288,13 +287,25 @@ def test_covariance_of_identical_rows_raises():
 
 
 @pytest.mark.parametrize("est", _transformers(), ids=lambda e: type(e).__name__)
+def test_feature_names_out(iris, est):
+    X, y = iris
+    est = clone(est).fit(X, y)
+    names = est.get_feature_names_out()
+    assert list(names) == [f"{type(est).__name__.lower()}{i}" for i in range(4)]
+    # "default" output is the plain array transform returns
+    np.testing.assert_array_equal(est.set_output(transform="default").transform(X),
+                                  X @ est.components_.T)
+
+
+@pytest.mark.parametrize("est", _transformers(), ids=lambda e: type(e).__name__)
 def test_transform_honours_set_output(iris, est):
+    # pandas is scikit-learn's optional dependency, not ours: tested where installed
+    pd = pytest.importorskip("pandas")
     X, y = iris
     Xdf = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
     est = clone(est).fit(Xdf, y)
     expected = est.transform(Xdf)
     names = est.get_feature_names_out()
-    assert list(names) == [f"{type(est).__name__.lower()}{i}" for i in range(4)]
     est.set_output(transform="pandas")
     out = est.transform(Xdf)
     assert isinstance(out, pd.DataFrame)
