@@ -94,7 +94,7 @@ def solver_window(window):
 
 
 def objective(L, Xtr, ytr, targets):
-    from mahal._lmnn_solver import lmnn_loss_grad
+    from mahal._lmnn_problem import lmnn_loss_grad
 
     return lmnn_loss_grad(L, Xtr, ytr, targets, 0.5)[0]
 

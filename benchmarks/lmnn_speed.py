@@ -122,7 +122,7 @@ def compare_with_peer(Xtr, ytr, Xte, yte, L_mahal, L_peer, targets):
     the two-sided exact McNemar p-value of the difference."""
     from scipy.stats import binomtest
 
-    from mahal._lmnn_solver import lmnn_loss_grad
+    from mahal._lmnn_problem import lmnn_loss_grad
 
     obj = [lmnn_loss_grad(L, Xtr, ytr, targets, 0.5)[0] for L in (L_mahal, L_peer)]
     wm, wp = (knn_wrong(Xtr @ L.T, ytr, Xte @ L.T, yte) for L in (L_mahal, L_peer))

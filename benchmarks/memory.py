@@ -186,7 +186,7 @@ def objective(L, Xtr, ytr):
     """The exact LMNN objective (μ = 0.5, 3 target neighbours) at ``L``."""
     sys.path.insert(0, ROOT)
     from mahal._lmnn_neighbors import select_target_neighbors
-    from mahal._lmnn_solver import lmnn_loss_grad
+    from mahal._lmnn_problem import lmnn_loss_grad
     _, y_enc = np.unique(ytr, return_inverse=True)
     tn = select_target_neighbors(Xtr, y_enc, 3)
     return lmnn_loss_grad(L, Xtr, y_enc, tn, mu=0.5)[0]

@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=11)
     args = ap.parse_args()
     from mahal import LMNN, _lmnn_dense
-    from mahal._lmnn_solver import lmnn_loss_grad
+    from mahal._lmnn_problem import lmnn_loss_grad
 
     bounds = {(_lmnn_dense, "_MAX_N"): _lmnn_dense._MAX_N,
               (_lmnn_dense, "_MAX_TARGET_ELEMS"): _lmnn_dense._MAX_TARGET_ELEMS}

@@ -29,7 +29,7 @@ _MAX_PRODUCT = 1 << 23
 # Dense target neighbours while Σ_c m_c² d (the classes' difference arrays) stays
 # below this.
 _MAX_TARGET_ELEMS = 1 << 21
-_TIE = 1e-10  # relative: distances this close are tied (as mahal._lmnn_kernels._TIE)
+_TIE = 1e-10  # relative: distances this close are tied (as mahal._lmnn_search_kernels._TIE)
 
 
 def use_dense(n, k, r):

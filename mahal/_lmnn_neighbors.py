@@ -12,7 +12,7 @@ from . import _lmnn_dense
 from ._lazy import lazy_module
 from ._parallel import SERIAL, RowChunkPool, blas_threads
 
-kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
+kernels = lazy_module("mahal._lmnn_search_kernels")  # (numba: imported on first use)
 
 _BLOCK_ELEMS = 1 << 22  # entries of one distance block (32 MB of float64)
 _SEARCH_BLOCK = 1 << 20  # entries of one float32 search block (4 MB: stays in cache)

@@ -14,7 +14,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import LMNN, LMNNEnergyClassifier
 from mahal._lmnn_neighbors import find_impostors, select_target_neighbors
-from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
+from mahal._lmnn_problem import lmnn_loss_grad
+from mahal._lmnn_solver import lmnn_solve
 from mahal._parallel import RowChunkPool
 
 
@@ -247,7 +248,8 @@ def test_low_precision_search_equals_brute_force():
 def test_cached_oracle_is_exact(max_candidates):
     # The solver's oracle (enlarged-radius candidates, float32 search, capped
     # fallback to the exact radius) gives the exact loss and gradient after a search.
-    from mahal._lmnn_solver import _LossOracle, _Problem
+    from mahal._lmnn_problem import _Problem
+    from mahal._lmnn_solver import _LossOracle
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -282,7 +284,7 @@ def test_streamed_evaluation_matches_triple_loop(n, d, n_classes, smooth, n_thre
     # from blocks of distances: same loss, gradient, active triplets and active
     # pairs as the graph's evaluation (and, for the exact hinge, as the triple
     # loop), for any number of threads, with duplicates and classes of 1-5 points.
-    from mahal._lmnn_solver import _Problem
+    from mahal._lmnn_problem import _Problem
 
     X, y = _overlapping(n, d, n_classes, n + d, n_dup=5)
     tn = select_target_neighbors(X, y, 3)
@@ -337,7 +339,8 @@ def test_fit_over_the_memory_budget_stores_at_most_the_budget():
 def test_streamed_line_oracle_is_exact():
     # In the streamed mode every trial's value and slope are exact (no stale
     # graph), and an accepted step counts as verified.
-    from mahal._lmnn_solver import _LossOracle, _Problem
+    from mahal._lmnn_problem import _Problem
+    from mahal._lmnn_solver import _LossOracle
 
     X, y = _overlapping(150, 4, 3, 11)
     tn = select_target_neighbors(X, y, 3)
@@ -456,7 +459,7 @@ def test_wide_problem_uses_float32_products_at_equal_objective():
     # From n d r >= _F32_FLOPS the solver's products run in float32 by default; the
     # objective it reaches after 100 iterations equals the float64 solver's (here
     # within 0.5%; runs stopped far from the optimum, at 30, differ by ~1%).
-    from mahal._lmnn_solver import _F32_FLOPS
+    from mahal._lmnn_problem import _F32_FLOPS
 
     X, y = _blobs(1000, 130, 5, 31, spread=3.0)
     assert X.size * X.shape[1] >= _F32_FLOPS
@@ -719,7 +722,7 @@ def test_add_missed_kernel(smooth):
     # the margin radius, against a set-based loop; with ``patch``, the evaluation
     # on the old graph plus their terms equals the evaluation on the new graph.
     from mahal import _lmnn_kernels as K
-    from mahal._lmnn_solver import _Problem
+    from mahal._lmnn_problem import _Problem
 
     X, y = _blobs(60, 3, 3, 4)
     tn = select_target_neighbors(X, y, 3)
@@ -771,7 +774,8 @@ def test_line_oracle_is_exact(low_precision, serial):
     # slope are exact for that point and direction, and within float32 rounding
     # of those at L + αP. Both ways of making a trial: one compiled call (small
     # problems, serial) and the row-chunked kernels.
-    from mahal._lmnn_solver import _LossOracle, _Problem
+    from mahal._lmnn_problem import _Problem
+    from mahal._lmnn_solver import _LossOracle
 
     X, y = _blobs(200, 4, 3, 21)
     tn = select_target_neighbors(X, y, 3)
@@ -818,7 +822,8 @@ def test_trial_point_carries_its_screening_inputs():
     # (K.step makes all three in one pass); with 40 components the loss kernel
     # screens candidates with them, and the trial's value equals an evaluation
     # that makes them from scratch.
-    from mahal._lmnn_solver import _SCREEN_DIM, _LossOracle, _Problem
+    from mahal._lmnn_problem import _SCREEN_DIM, _Problem
+    from mahal._lmnn_solver import _LossOracle
 
     X, y = _blobs(300, 40, 3, 4)
     assert X.shape[1] >= _SCREEN_DIM

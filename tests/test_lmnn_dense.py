@@ -12,7 +12,8 @@ from sklearn.preprocessing import StandardScaler
 from mahal import _lmnn_dense, _optimize
 from mahal._lmnn_dense import DenseOracle, DenseProblem, use_dense
 from mahal._lmnn_neighbors import select_target_neighbors
-from mahal._lmnn_solver import lmnn_loss_grad, lmnn_solve
+from mahal._lmnn_problem import lmnn_loss_grad
+from mahal._lmnn_solver import lmnn_solve
 from test_lmnn import _blobs, naive_energy, naive_loss_grad, naive_target_neighbors
 
 
