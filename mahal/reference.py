@@ -243,6 +243,19 @@ def rca_objective(M, X, chunks, basis=None):
     every point with ``chunks ≥ 0``. With ``basis`` (orthonormal columns ``B``), ``M``
     must be ``B W Bᵀ`` and ``log det`` is that of ``W = Bᵀ M B`` (the problem on
     the subspace).
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_features, n_features)
+    X : array-like of shape (n_samples, n_features)
+    chunks : array-like of shape (n_samples,)
+        Chunklet id of each point, −1 for none.
+    basis : ndarray of shape (n_features, k), optional
+
+    Returns
+    -------
+    objective : float
+        ``inf`` when ``det W ≤ 0``.
     """
     X = np.asarray(X, dtype=float)
     chunks = np.asarray(chunks)

@@ -215,7 +215,8 @@ def test_supervised_in_a_pipeline():
     assert cross_val_score(pipe, X, y, cv=3).mean() > 0.9
 
 
-@parametrize_with_checks([RCA_Supervised(n_chunks=20), RCA_Supervised(n_components=1)])
+@parametrize_with_checks([RCA_Supervised(), RCA_Supervised(n_chunks=20, chunk_size=3),
+                          RCA_Supervised(n_components=1)])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # (chunklet budget, rank)
