@@ -202,10 +202,14 @@ def lsml_solve(vab, vcd, weights, M0, *, max_iter, tol, verbose=False, name="LSM
             raise StopIteration
 
     status = None
+    oracle = FunctionLine(fun)
+    # L-BFGS's own steps in NumPy: the evaluations run in NumPy, so a fit never
+    # loads numba (see mahal._optimize)
+    oracle.numpy_steps = True
     if not state["stopped"]:
         try:
-            status = lbfgs(FunctionLine(fun), L0.ravel(), max_iter, ftol=_FTOL,
-                           gtol=0.0, callback=callback).status
+            status = lbfgs(oracle, L0.ravel(), max_iter, ftol=_FTOL, gtol=0.0,
+                           callback=callback).status
         except StopIteration:
             pass
     converged = state["stopped"] or status != MAX_ITER

@@ -52,8 +52,11 @@ class _LSMLSolverMixin:
         name = type(self).__name__
         weights = check_tuple_weights(weights, quadruplets.shape[0])
         d = quadruplets.shape[2]
-        # the prior from the distinct points of the quadruplets, as metric-learn
-        points = np.unique(quadruplets.reshape(-1, d), axis=0)
+        points = quadruplets.reshape(-1, d)
+        if isinstance(self.prior, str) and self.prior == "covariance":
+            # the covariance of the distinct points of the quadruplets, as metric-learn
+            rows = np.ascontiguousarray(points + 0.0).view(np.dtype((np.void, 8 * d)))
+            points = points[np.unique(rows, return_index=True)[1].ravel()]
         M0 = initialize_metric(points, self.prior, random_state=random_state,
                                name="prior")
         rank = prior_range(M0)[1].shape[0]

@@ -142,7 +142,7 @@ def test_metric_learns_gradient_drops_the_weights_and_is_nan_on_duplicates():
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("prior", ["identity", "random"])
+@pytest.mark.parametrize("prior", ["identity", "random", "covariance"])
 def test_objective_no_higher_than_metric_learns_solver(seed, prior):
     q = _quadruplets(seed, m=40)
     lsml = LSML(prior=prior, random_state=seed).fit(q)
@@ -248,6 +248,23 @@ def test_quadruplets_in_model_selection(iris_quadruplets):
     assert pipe.fit(q).score(q) == LSML().fit(q).score(q)
     grid = GridSearchCV(LSML(), {"prior": ["identity", "covariance"]}, cv=2).fit(q)
     assert grid.best_params_["prior"] in ("identity", "covariance")
+
+
+def test_unfitted_raises_and_fit_returns_self(iris_quadruplets):
+    from sklearn.exceptions import NotFittedError
+    X, idx = iris_quadruplets
+    q = X[idx]
+    est = LSML()
+    for method in ("predict", "decision_function", "score"):
+        with pytest.raises(NotFittedError):
+            getattr(est, method)(q)
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+    params = est.get_params()
+    assert est.fit(q) is est
+    assert est.get_params() == params
+    assert est.n_features_in_ == 4
+    assert est.transform(X).shape == (len(X), 4)
 
 
 def test_deterministic_idempotent_and_picklable(iris_quadruplets):
