@@ -266,7 +266,9 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-            Class labels; at least two classes and one with two members.
+            Class labels; at least two classes and one with two members. A numeric
+            label -1 marks a point whose class is unknown, which is in no
+            quadruplet (as in metric-learn).
 
         Returns
         -------
@@ -277,18 +279,19 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
             return copy_fitted_attributes(self, resolved.fit(X, y))
         require_y(self, y)
         X, y = check_points(self, X, y, ensure_min_samples=2, classification=True)
-        _, codes = np.unique(y, return_inverse=True)
-        codes = codes.ravel()
-        if np.bincount(codes).max() < 2:
-            raise ValueError(f"{type(self).__name__} needs a class with at least two "
-                             "samples: every class has a single sample, so there is "
-                             "no similar pair.")
+        cons = Constraints(y)  # (numeric label -1: unknown, as in metric-learn)
+        counts = np.unique(cons.known_labels, return_counts=True)[1]
+        if counts.shape[0] < 2 or counts.max() < 2:
+            raise ValueError(f"{type(self).__name__} needs two classes among the "
+                             "labelled points (label -1 means unknown) and one class "
+                             "with at least two samples, for a similar and a "
+                             "dissimilar pair.")
         n_constraints = self.n_constraints
-        if n_constraints is None:
-            n_constraints = 20 * np.unique(codes).shape[0] ** 2
+        if n_constraints is None:  # (metric-learn counts -1 as a class here)
+            n_constraints = 20 * np.unique(y).shape[0] ** 2
         rng = check_random_state(self.random_state)
-        a, b, c, d = Constraints(codes).positive_negative_pairs(
-            n_constraints, same_length=True, random_state=rng)
+        a, b, c, d = cons.positive_negative_pairs(n_constraints, same_length=True,
+                                                  random_state=rng)
         quadruplets = X[np.column_stack([a, b, c, d])]
         return self._solve(quadruplets, self.weights, rng)
 

@@ -214,7 +214,9 @@ class RCA_Supervised(SupervisedMixin, RCA):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-            Class labels; at least one class with ``chunk_size`` members.
+            Class labels; at least one class with ``chunk_size`` members. A numeric
+            label -1 marks a point whose class is unknown, which is in no chunklet
+            (as in metric-learn).
 
         Returns
         -------
@@ -226,10 +228,10 @@ class RCA_Supervised(SupervisedMixin, RCA):
         require_y(self, y)
         X, y = check_points(self, X, y, ensure_min_samples=2, classification=True,
                             min_classes=1)
-        _, codes = np.unique(y, return_inverse=True)
-        codes = codes.ravel()
+        cons = Constraints(y)  # (numeric label -1: unknown, as in metric-learn)
         chunk_size = int(self.chunk_size)
-        possible = int((np.bincount(codes) // chunk_size).sum())
+        counts = np.unique(cons.known_labels, return_counts=True)[1]
+        possible = int((counts // chunk_size).sum())
         if possible == 0:
             raise ValueError(f"{type(self).__name__}: no class has chunk_size="
                              f"{chunk_size} members, so no chunklet can be drawn.")
@@ -240,7 +242,7 @@ class RCA_Supervised(SupervisedMixin, RCA):
                           f"n_chunks={n_chunks}; drawing {possible}.", UserWarning,
                           stacklevel=4)
             n_chunks = possible
-        self.chunks_ = Constraints(codes).chunks(
+        self.chunks_ = cons.chunks(
             n_chunks=n_chunks, chunk_size=chunk_size,
             random_state=check_random_state(self.random_state))
         return self._fit_chunks(X, self.chunks_)

@@ -345,3 +345,19 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # (fewer pairs than asked)
         check(estimator)
+
+
+def test_supervised_label_minus_one_is_unknown():
+    # metric-learn's Constraints: a numeric label -1 is an unknown class, in no
+    # quadruplet; n_constraints=None counts it as a class, as metric-learn does
+    X, y = load_iris(return_X_y=True)
+    y = y.copy()
+    y[::3] = -1
+    sup = LSML_Supervised(random_state=0).fit(X, y)
+    a, b, c, d = Constraints(y).positive_negative_pairs(
+        20 * 4 ** 2, same_length=True, random_state=np.random.RandomState(0))
+    idx = np.column_stack([a, b, c, d])
+    assert np.all(y[idx] != -1)
+    np.testing.assert_array_equal(sup.components_, LSML().fit(X[idx]).components_)
+    with pytest.raises(ValueError, match="two classes among the labelled"):
+        LSML_Supervised().fit(X, np.where(y == 2, 2, -1))

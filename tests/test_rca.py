@@ -221,3 +221,13 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # (chunklet budget, rank)
         check(estimator)
+
+
+def test_supervised_label_minus_one_is_unknown():
+    # metric-learn's Constraints: a numeric label -1 is an unknown class
+    X, y = load_iris(return_X_y=True)
+    y = y.copy()
+    y[::3] = -1
+    sup = RCA_Supervised(n_chunks=30, random_state=0).fit(X, y)
+    assert np.all(sup.chunks_[y == -1] == -1)
+    assert sup.chunks_.max() == 29
