@@ -61,6 +61,8 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        Learner("lsml", "mahal", "LSML_Supervised", {}),
+        Learner("rca", "mahal", "RCA_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 
@@ -80,6 +82,9 @@ def peer_learners(k=3):
                 counterpart="lmnn"),
         Learner("pylmnn", "pylmnn", "LargeMarginNearestNeighbor", {"n_neighbors": k},
                 counterpart="lmnn"),
+        Learner("ml_lsml", "metric-learn", "LSML_Supervised", {}, counterpart="lsml"),
+        # (raises where the classes give fewer than n_chunks=100 chunklets)
+        Learner("ml_rca", "metric-learn", "RCA_Supervised", {}, counterpart="rca"),
     ]
     return {l.name: l for l in ls}
 

@@ -17,6 +17,10 @@ _PUBLIC = {
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",
+    "LSML": "lsml",
+    "LSML_Supervised": "lsml",
+    "RCA": "rca",
+    "RCA_Supervised": "rca",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -17,7 +17,7 @@ from sklearn.utils.validation import validate_data
 
 from .exceptions import PreprocessorError
 
-_TUPLE_NAMES = {2: "pairs", 3: "triplets"}
+_TUPLE_NAMES = {2: "pairs", 3: "triplets", 4: "quadruplets"}
 
 # Largest |x| accepted in fit: a squared distance is at most (2·max|x|)² · n_features,
 # and it must stay below float64's max / 2⁶⁴, so that the losses and gradients, sums
@@ -261,6 +261,58 @@ def check_pair_labels(y, n_pairs):
         raise ValueError(f"Pair labels y must be +1 (similar) or -1 (dissimilar); "
                          f"found {np.unique(y[bad])[:5].tolist()}.")
     return y.astype(np.int64)
+
+
+def check_tuple_weights(weights, n_tuples, name="weights"):
+    """Weights of tuples (LSML's quadruplets): one finite weight ≥ 0 per tuple.
+
+    None means equal weights. Returns a new float64 array scaled to sum 1 (as
+    metric-learn does; it divides the caller's array in place, this copies), so at
+    least one weight must be positive.
+    """
+    if weights is None:
+        return np.full(n_tuples, 1.0 / n_tuples)
+    w = np.asarray(weights)
+    if w.ndim != 1 or w.shape[0] != n_tuples:
+        raise ValueError(f"{name} must be a 1-D array with one weight per tuple "
+                         f"({n_tuples}); got shape {w.shape}.")
+    if w.dtype.kind not in "iufb":
+        raise ValueError(f"{name} must be numbers; got dtype {w.dtype}.")
+    w = w.astype(np.float64)
+    _check_finite(w, name)
+    if (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"{name} must be non-negative with a positive sum; got "
+                         f"min {w.min():g}, sum {w.sum():g}.")
+    return w / w.sum()
+
+
+def check_chunks(chunks, n_samples):
+    """Chunklet labels for RCA: one integer per point, ``-1`` for no chunklet.
+
+    Returns the chunklet ids as an int64 array; at least one chunklet of two or
+    more points is required (a single point has no within-chunklet spread).
+    """
+    if chunks is None:
+        raise ValueError("chunks is required: one chunklet id per point (-1 for a "
+                         "point in no chunklet).")
+    c = np.asarray(chunks)
+    if c.ndim != 1 or c.shape[0] != n_samples:
+        raise ValueError(f"chunks must be a 1-D array with one chunklet id per point "
+                         f"({n_samples}); got shape {c.shape}.")
+    if c.dtype.kind == "f" and np.all(np.isfinite(c)) and np.all(c == np.round(c)):
+        c = c.astype(np.int64)
+    if c.dtype.kind not in "iub":
+        raise ValueError(f"chunks must hold integer chunklet ids (-1 for no "
+                         f"chunklet); got dtype {c.dtype}.")
+    c = c.astype(np.int64)
+    if (c < -1).any():
+        raise ValueError(f"chunks must be chunklet ids >= 0, or -1 for a point in no "
+                         f"chunklet; found {np.unique(c[c < -1])[:5].tolist()}.")
+    counts = np.bincount(c[c >= 0]) if (c >= 0).any() else np.zeros(0, int)
+    if not (counts >= 2).any():
+        raise ValueError("chunks has no chunklet of two or more points: RCA needs "
+                         "points known to belong together.")
+    return c
 
 
 def check_n_components(n_components, n_features, name="n_components"):

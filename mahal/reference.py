@@ -232,3 +232,87 @@ def lmnn(X, y, target_neighbors, mu=0.5, solver=None):
     return Mv, float(prob.value)
 
 # === end LMNN ===
+
+
+# === RCA (owned by the RCA module's author) ===
+
+def rca_objective(M, X, chunks, basis=None):
+    """RCA's objective ``Σ_chunklets Σ_x d_M(x, m_chunklet) − N log det M``, in NumPy.
+
+    A loop over the chunklets and their points, every term explicit. ``N`` counts
+    every point with ``chunks ≥ 0``. With ``basis`` (orthonormal columns ``B``), ``M``
+    must be ``B W Bᵀ`` and ``log det`` is that of ``W = Bᵀ M B`` (the problem on
+    the subspace).
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_features, n_features)
+    X : array-like of shape (n_samples, n_features)
+    chunks : array-like of shape (n_samples,)
+        Chunklet id of each point, −1 for none.
+    basis : ndarray of shape (n_features, k), optional
+
+    Returns
+    -------
+    objective : float
+        ``inf`` when ``det W ≤ 0``.
+    """
+    X = np.asarray(X, dtype=float)
+    chunks = np.asarray(chunks)
+    value, n = 0.0, 0
+    for c in np.unique(chunks[chunks >= 0]):
+        pts = X[chunks == c]
+        mean = pts.mean(axis=0)
+        for x in pts:
+            value += float((x - mean) @ M @ (x - mean))
+            n += 1
+    W = M if basis is None else basis.T @ M @ basis
+    sign, logdet = np.linalg.slogdet(W)
+    return value - n * logdet if sign > 0 else np.inf
+
+
+def rca(X, chunks, basis=None, solver=None):
+    """RCA (Bar-Hillel et al. 2005) solved by cvxpy.
+
+    ``minimise_M Σ_chunklets Σ_x (x − m_c)ᵀ M (x − m_c) − N log det M``, ``M ≻ 0``;
+    with ``basis`` (orthonormal columns ``B``, shape ``(d, k)``), over ``M = B W Bᵀ``,
+    ``W ≻ 0`` (the problem on a subspace, bounded when the chunklets vary along
+    every direction of it).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    chunks : array-like of shape (n_samples,)
+        Chunklet id of each point, −1 for none.
+    basis : ndarray of shape (n_features, k), optional
+    solver : str, optional
+        A cvxpy solver name (default Clarabel).
+
+    Returns
+    -------
+    M : ndarray (n_features, n_features)
+    objective : float
+    """
+    cp = _cvxpy()
+    X = np.asarray(X, dtype=float)
+    chunks = np.asarray(chunks)
+    rows, n = [], 0
+    for c in np.unique(chunks[chunks >= 0]):
+        pts = X[chunks == c]
+        rows.append(pts - pts.mean(axis=0))
+        n += pts.shape[0]
+    D = np.vstack(rows)
+    B = np.eye(X.shape[1]) if basis is None else np.asarray(basis, dtype=float)
+    DB = D @ B
+    k = B.shape[1]
+    W = cp.Variable((k, k), PSD=True)
+    objective = cp.sum(cp.multiply(W, DB.T @ DB)) - n * cp.log_det(W)
+    problem = cp.Problem(cp.Minimize(objective))
+    problem.solve(solver=solver or cp.CLARABEL)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the problem: status "
+                           f"{problem.status!r}.")
+    Wv = 0.5 * (W.value + W.value.T)
+    return B @ Wv @ B.T, problem.value
+
+# === end RCA ===
