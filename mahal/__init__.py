@@ -17,6 +17,10 @@ _PUBLIC = {
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",
+    "Contrastive": "contrastive",
+    "Contrastive_Supervised": "contrastive",
+    "TripletMargin": "triplet_margin",
+    "TripletMargin_Supervised": "triplet_margin",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn
