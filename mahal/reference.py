@@ -285,7 +285,21 @@ def contrastive(pairs, y, margin=1.0, solver=None):
 
 
 def contrastive_objective(M, pairs, y, margin=1.0):
-    """The contrastive loss at ``M = LᵀL``, plain numpy, every term explicit."""
+    """The contrastive loss at ``M = LᵀL``, plain numpy, every term explicit.
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_features, n_features)
+        A PSD matrix.
+    pairs : array-like of shape (n_pairs, 2, n_features)
+    y : array-like of shape (n_pairs,), values in {−1, +1}
+    margin : float
+
+    Returns
+    -------
+    objective : float
+        ``(1/m) [Σ_S d² + Σ_D max(0, margin − d)²]``, ``d² = δᵀMδ``.
+    """
     pairs = np.asarray(pairs, dtype=float)
     total = 0.0
     for (a, b), label in zip(pairs, np.asarray(y)):
