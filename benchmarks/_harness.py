@@ -61,6 +61,8 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        Learner("contrastive", "mahal", "Contrastive_Supervised", {}),
+        Learner("triplet_margin", "mahal", "TripletMargin_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 

@@ -8,7 +8,8 @@ episodes (fixed seed): ``ways`` novel classes, ``shots`` support points and
 ``queries`` query points per class, a query labelled by its nearest support point.
 Prints the fit time of each learner (wall and process CPU, one fit after a warm-up
 fit that compiles the kernels) and the mean accuracy with its 95% interval
-(1.96 standard errors over the episodes).
+(1.96 standard errors over the episodes), then the paired differences between
+semi-hard mining and the other rules (and Contrastive) on the same episodes.
 
 (The official few-shot tables come from ``benchmarks/fewshot.py``; this script
 measures the fit-time target of ``TripletMargin_Supervised`` and the comparison of
@@ -42,7 +43,7 @@ def load_letter():
 
 
 def episodes_accuracy(Z, y, ways, shots, queries, n_episodes, seed):
-    """Accuracy of 1-NN on ``n_episodes`` episodes drawn with ``seed``."""
+    """Accuracy of 1-NN on each of ``n_episodes`` episodes drawn with ``seed``."""
     rng = np.random.RandomState(seed)
     classes = np.unique(y)
     members = {c: np.flatnonzero(y == c) for c in classes}
@@ -60,7 +61,12 @@ def episodes_accuracy(Z, y, ways, shots, queries, n_episodes, seed):
         Q = Z[np.concatenate(query)]
         d = ((Q[:, None, :] - S[None, :, :]) ** 2).sum(-1)
         acc[e] = np.mean(s_lab[d.argmin(1)] == np.concatenate(q_lab))
-    return acc.mean(), 1.96 * acc.std(ddof=1) / np.sqrt(n_episodes)
+    return acc
+
+
+def mean_ci(values):
+    """Mean and half-width of its 95% interval (1.96 standard errors)."""
+    return values.mean(), 1.96 * values.std(ddof=1) / np.sqrt(values.shape[0])
 
 
 def learners(seed):
@@ -89,6 +95,7 @@ def main():
     header = f"{'learner':>36} {'fit wall s':>10} {'fit cpu s':>9} {'epochs/its':>10}"
     header += "".join(f" {f'{s}-shot acc %':>16}" for s in args.shots)
     print(header)
+    per_episode = {}
     for name, est in learners(args.seed):
         wall = cpu = 0.0
         its = "-"
@@ -105,10 +112,21 @@ def main():
             Z = est.transform(Xn)
         line = f"{name:>36} {wall:>10.2f} {cpu:>9.2f} {its:>10}"
         for s in args.shots:
-            m, ci = episodes_accuracy(Z, yn, args.ways, s, args.queries,
-                                      args.episodes, args.seed)
+            acc = episodes_accuracy(Z, yn, args.ways, s, args.queries, args.episodes,
+                                    args.seed)
+            per_episode[name, s] = acc
+            m, ci = mean_ci(acc)
             line += f" {100 * m:>9.1f} ± {100 * ci:.1f}"
         print(line, flush=True)
+    # every row saw the same episodes: paired differences of the mining rules
+    semihard = "TripletMargin_Supervised(semihard)"
+    for other in ("TripletMargin_Supervised(hard)", "TripletMargin_Supervised(all)",
+                  "Contrastive_Supervised"):
+        line = f"{'semihard − ' + other.split('(')[-1].rstrip(')'):>36} (paired)"
+        for s in args.shots:
+            m, ci = mean_ci(per_episode[semihard, s] - per_episode[other, s])
+            line += f" {100 * m:>+9.1f} ± {100 * ci:.1f}"
+        print(line)
 
 
 if __name__ == "__main__":
