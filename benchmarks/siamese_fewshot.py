@@ -18,7 +18,8 @@ its mining rules.)
 Usage::
 
     PYTHONPATH=$PWD MAHAL_DATA=/work/shared/datasets \\
-        python benchmarks/siamese_fewshot.py --episodes 600
+        python benchmarks/siamese_fewshot.py --episodes 600 --shots 1 5
+    PYTHONPATH=$PWD python benchmarks/siamese_fewshot.py --hard-sweep
 """
 
 import argparse
@@ -69,9 +70,14 @@ def mean_ci(values):
     return values.mean(), 1.96 * values.std(ddof=1) / np.sqrt(values.shape[0])
 
 
-def learners(seed):
+def learners(seed, hard_sweep=False):
     from mahal import Contrastive_Supervised, TripletMargin_Supervised
 
+    if hard_sweep:  # batch-hard mining with other settings: does it still collapse?
+        return [(f"hard {k}={v}", TripletMargin_Supervised(
+            mining="hard", random_state=seed, **{k: v}))
+            for k, v in (("learning_rate", 0.001), ("samples_per_class", 4),
+                         ("margin", 0.1), ("init", "random"), ("n_components", 8))]
     rows = [("Euclidean", None),
             ("Contrastive_Supervised", Contrastive_Supervised(random_state=seed))]
     for mining in ("semihard", "hard", "all"):
@@ -87,18 +93,22 @@ def main():
     ap.add_argument("--shots", type=int, nargs="+", default=[1])
     ap.add_argument("--queries", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hard-sweep", action="store_true",
+                    help="only batch-hard mining, with other settings, and the norm "
+                         "of the learned L")
     args = ap.parse_args()
     Xb, yb, Xn, yn = load_letter()
     print(f"letter: {Xb.shape[0]} base points ({len(BASE)} classes), {Xn.shape[0]} "
           f"novel points ({len(NOVEL)} classes); {args.episodes} episodes, "
           f"{args.ways}-way, {args.queries} queries per class")
-    header = f"{'learner':>36} {'fit wall s':>10} {'fit cpu s':>9} {'epochs/its':>10}"
+    header = (f"{'learner':>36} {'fit wall s':>10} {'fit cpu s':>9} {'epochs/its':>10}"
+              f" {'|L|_F':>8}")
     header += "".join(f" {f'{s}-shot acc %':>16}" for s in args.shots)
     print(header)
     per_episode = {}
-    for name, est in learners(args.seed):
+    for name, est in learners(args.seed, args.hard_sweep):
         wall = cpu = 0.0
-        its = "-"
+        its, norm = "-", np.nan
         if est is None:
             Z = Xn
         else:
@@ -108,9 +118,9 @@ def main():
                 w, c = time.perf_counter(), time.process_time()
                 est.fit(Xb, yb)
                 wall, cpu = time.perf_counter() - w, time.process_time() - c
-            its = est.n_iter_
+            its, norm = est.n_iter_, np.linalg.norm(est.components_)
             Z = est.transform(Xn)
-        line = f"{name:>36} {wall:>10.2f} {cpu:>9.2f} {its:>10}"
+        line = f"{name:>36} {wall:>10.2f} {cpu:>9.2f} {its:>10} {norm:>8.2g}"
         for s in args.shots:
             acc = episodes_accuracy(Z, yn, args.ways, s, args.queries, args.episodes,
                                     args.seed)
@@ -118,6 +128,8 @@ def main():
             m, ci = mean_ci(acc)
             line += f" {100 * m:>9.1f} ± {100 * ci:.1f}"
         print(line, flush=True)
+    if args.hard_sweep:
+        return
     # every row saw the same episodes: paired differences of the mining rules
     semihard = "TripletMargin_Supervised(semihard)"
     for other in ("TripletMargin_Supervised(hard)", "TripletMargin_Supervised(all)",
