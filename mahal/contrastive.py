@@ -158,7 +158,7 @@ class Contrastive(PairsClassifierMixin, MahalanobisMixin, _ContrastiveSolverMixi
         pairs : array-like of shape (n_pairs, 2, n_features), or (n_pairs, 2)
             identifiers when a ``preprocessor`` was given.
         y : array-like of shape (n_pairs,)
-            +1 for a similar pair, −1 for a dissimilar one.
+            +1 for a similar pair, −1 for a dissimilar one; both kinds are needed.
         calibration_params : dict, optional
             Keyword arguments of :meth:`calibrate_threshold`, checked before the
             metric is learned.
@@ -173,6 +173,13 @@ class Contrastive(PairsClassifierMixin, MahalanobisMixin, _ContrastiveSolverMixi
         calibration_params = dict(calibration_params or {})
         self._validate_calibration_params(**calibration_params)
         pairs, y = self._validate_pairs_fit(pairs, y)
+        # with one kind only the loss is degenerate: L = 0 (similar pairs only) or
+        # any L large enough (dissimilar only) is optimal
+        for label, kind in ((1, "similar pair (label +1)"),
+                            (-1, "dissimilar pair (label -1)")):
+            if not (y == label).any():
+                raise ValueError(f"Contrastive needs at least one {kind}; y has "
+                                 f"none.")
         diffs = pairs[:, 0] - pairs[:, 1]
         self._solve(diffs, y == 1, pairs.reshape(-1, pairs.shape[2]))
         self.calibrate_threshold(pairs, y, **calibration_params)

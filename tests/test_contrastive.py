@@ -201,6 +201,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="n_components"):
         Contrastive_Supervised(n_components=5).fit(X, y)
     pairs = np.stack([X[:10], X[10:20]], 1)
+    with pytest.raises(ValueError, match="at least one dissimilar pair"):
+        Contrastive().fit(pairs, np.ones(10))
+    with pytest.raises(ValueError, match="at least one similar pair"):
+        Contrastive().fit(pairs, -np.ones(10))
     with pytest.raises(ValueError, match="lda"):
         Contrastive(init="lda").fit(pairs, np.r_[np.ones(5), -np.ones(5)])
 
