@@ -18,9 +18,10 @@ space of ``L``): no gradient exists, and we use 0, the element of least norm of
 its (Clarke) subdifferential, rather than a NaN from ``0/0``.
 
 In ``M = LᵀL`` the objective is convex (``δᵀMδ`` is linear in ``M``,
-``margin − sqrt(δᵀMδ)`` convex, and the square of its positive part convex), so
-with ``n_components = n_features`` L-BFGS on ``L`` reaches the optimum that
-:func:`mahal.reference.contrastive` computes with cvxpy.
+``margin − sqrt(δᵀMδ)`` convex, and the square of its positive part convex). With
+``n_components = n_features`` every local minimum of ``f(L)`` is then global
+(``L ↦ LᵀL`` is onto the PSD cone and open at full rank), and the tests find the
+optimum that :func:`mahal.reference.contrastive` computes with cvxpy.
 """
 
 import numpy as np

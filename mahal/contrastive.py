@@ -75,8 +75,8 @@ class Contrastive(PairsClassifierMixin, MahalanobisMixin, _ContrastiveSolverMixi
     Minimises, over ``L``, the mean over pairs of ``d²`` for similar pairs and
     ``max(0, margin − d)²`` for dissimilar ones, ``d = ‖L(x − x')‖`` (Hadsell, Chopra
     & LeCun 2006), by L-BFGS with the gradient as a matrix product. In ``M = LᵀL``
-    the objective is convex, so with ``n_components = n_features`` the optimum is
-    global.
+    the objective is convex: with ``n_components = n_features`` every local minimum
+    in ``L`` is global (the tests find cvxpy's optimum).
 
     Parameters
     ----------
