@@ -63,6 +63,8 @@ def mahal_learners(k=3):
                 predicts=True, seeded=False),
         Learner("lsml", "mahal", "LSML_Supervised", {}),
         Learner("rca", "mahal", "RCA_Supervised", {}),
+        Learner("contrastive", "mahal", "Contrastive_Supervised", {}),
+        Learner("triplet_margin", "mahal", "TripletMargin_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 

@@ -21,6 +21,10 @@ _PUBLIC = {
     "LSML_Supervised": "lsml",
     "RCA": "rca",
     "RCA_Supervised": "rca",
+    "Contrastive": "contrastive",
+    "Contrastive_Supervised": "contrastive",
+    "TripletMargin": "triplet_margin",
+    "TripletMargin_Supervised": "triplet_margin",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -324,3 +324,73 @@ class FunctionLine:
             self.trial(alpha)
         self.x = self.x + alpha * self.p
         return self.last[1], self.last[2]
+
+
+# minimize_components uses the NumPy two-loop up to this many parameters
+_NUMPY_STEPS_MAX = 4096
+
+
+def minimize_components(fun, L0, max_iter, tol, *, verbose=False, name="",
+                        callback=None, window=1):
+    """Minimise ``fun(L) -> (f, grad)`` over components ``L`` with :func:`lbfgs`.
+
+    The driver of the learners whose objective is a plain function of ``L``
+    (Contrastive, TripletMargin on fixed triplets): flattening, the verbose
+    iteration table in the style of scikit-learn's
+    ``NeighborhoodComponentsAnalysis``, and the user's ``callback(L, n_iter)``.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(L)`` for ``L`` of shape ``L0.shape``; returns the value and the
+        gradient (same shape as ``L``).
+    L0 : ndarray of shape (n_components, n_features)
+    max_iter : int
+    tol : float
+        :func:`lbfgs`'s ``ftol``.
+    verbose : bool
+    name : str
+        Prefix of the verbose lines.
+    callback : callable or None
+        ``callback(L, n_iter)`` after every iteration (a copy of ``L``).
+    window : int
+        :func:`lbfgs`'s ``window``.
+
+    Returns
+    -------
+    L : ndarray of shape (n_components, n_features)
+    n_iter : int
+    converged : bool
+        False when ``max_iter`` was reached.
+    f : float
+        The final value.
+    """
+    import time
+
+    shape = L0.shape
+
+    def flat(x):
+        f, g = fun(x.reshape(shape))
+        return f, np.asarray(g, dtype=np.float64).ravel()
+
+    t = [time.perf_counter()]
+    if verbose:
+        header = "{:>10} {:>20} {:>10}".format("Iteration", "Objective Value",
+                                                "Time(s)")
+        print(f"[{name}]\n[{name}] {header}\n[{name}] {'-' * len(header)}")
+
+    def on_iteration(nit, f, x):
+        if callback is not None:
+            callback(x.reshape(shape).copy(), nit)
+        if verbose:
+            now = time.perf_counter()
+            print("[{}] {:>10} {:>20.6e} {:>10.2f}".format(name, nit, f, now - t[0]),
+                  flush=True)
+            t[0] = now
+
+    line = FunctionLine(flat)
+    # (few parameters: the NumPy two-loop, so that such a fit never loads numba)
+    line.numpy_steps = L0.size <= _NUMPY_STEPS_MAX
+    res = lbfgs(line, np.asarray(L0, dtype=np.float64).ravel(), max_iter, ftol=tol,
+                callback=on_iteration, window=window)
+    return res.x.reshape(shape), int(res.nit), res.status != MAX_ITER, float(res.fun)

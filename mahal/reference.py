@@ -316,3 +316,111 @@ def rca(X, chunks, basis=None, solver=None):
     return B @ Wv @ B.T, problem.value
 
 # === end RCA ===
+
+
+# === Contrastive and TripletMargin (owned by their modules' author) ===
+
+def _solve_siamese(cp, problem, solver):
+    problem.solve(solver=solver or cp.CLARABEL)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the problem: status "
+                           f"{problem.status!r}.")
+    return problem.value
+
+
+def contrastive(pairs, y, margin=1.0, solver=None):
+    """The contrastive loss (Hadsell et al. 2006) minimised over ``M ⪰ 0`` by cvxpy.
+
+    ``min_M (1/m) [Σ_S δᵀMδ + Σ_D max(0, margin − sqrt(δᵀMδ))²]``: ``δᵀMδ`` is
+    affine in ``M``, ``margin − sqrt(·)`` convex, so the square of its positive part
+    is convex and the problem is DCP. Its optimum is the one of
+    :class:`mahal.Contrastive` with ``n_components = n_features`` (``M = LᵀL``).
+
+    Parameters
+    ----------
+    pairs : array-like of shape (n_pairs, 2, n_features)
+    y : array-like of shape (n_pairs,), values in {−1, +1}
+    margin : float
+    solver : str, optional
+        A cvxpy solver name (default Clarabel).
+
+    Returns
+    -------
+    M : ndarray of shape (n_features, n_features)
+    objective : float
+    """
+    cp = _cvxpy()
+    pairs = np.asarray(pairs, dtype=float)
+    y = np.asarray(y)
+    diffs = pairs[:, 0] - pairs[:, 1]
+    d = diffs.shape[1]
+    M = cp.Variable((d, d), PSD=True)
+    sq = cp.sum(cp.multiply(diffs @ M, diffs), axis=1)  # δᵀMδ, affine in M
+    similar = y == 1
+    terms = []
+    if similar.any():
+        terms.append(cp.sum(sq[np.flatnonzero(similar)]))
+    if (~similar).any():
+        dis = sq[np.flatnonzero(~similar)]
+        terms.append(cp.sum(cp.square(cp.pos(margin - cp.sqrt(dis)))))
+    problem = cp.Problem(cp.Minimize(sum(terms) / diffs.shape[0]))
+    value = _solve_siamese(cp, problem, solver)
+    return M.value, float(value)
+
+
+def contrastive_objective(M, pairs, y, margin=1.0):
+    """The contrastive loss at ``M = LᵀL``, plain numpy, every term explicit.
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_features, n_features)
+        A PSD matrix.
+    pairs : array-like of shape (n_pairs, 2, n_features)
+    y : array-like of shape (n_pairs,), values in {−1, +1}
+    margin : float
+
+    Returns
+    -------
+    objective : float
+        ``(1/m) [Σ_S d² + Σ_D max(0, margin − d)²]``, ``d² = δᵀMδ``.
+    """
+    pairs = np.asarray(pairs, dtype=float)
+    total = 0.0
+    for (a, b), label in zip(pairs, np.asarray(y)):
+        delta = a - b
+        dist = np.sqrt(max(float(delta @ M @ delta), 0.0))
+        total += dist ** 2 if label == 1 else max(0.0, margin - dist) ** 2
+    return total / pairs.shape[0]
+
+
+def triplet_margin(triplets, margin=1.0, solver=None):
+    """The triplet loss (Schroff et al. 2015) on fixed triplets, minimised over
+    ``M ⪰ 0`` by cvxpy: ``min_M (1/m) Σ max(0, δ_apᵀMδ_ap − δ_anᵀMδ_an + margin)``,
+    a hinge of functions affine in ``M`` (convex; the optimum of
+    :class:`mahal.TripletMargin` with ``n_components = n_features``).
+
+    Parameters
+    ----------
+    triplets : array-like of shape (n_triplets, 3, n_features)
+        (anchor, positive, negative).
+    margin : float
+    solver : str, optional
+
+    Returns
+    -------
+    M : ndarray of shape (n_features, n_features)
+    objective : float
+    """
+    cp = _cvxpy()
+    t = np.asarray(triplets, dtype=float)
+    ap, an = t[:, 0] - t[:, 1], t[:, 0] - t[:, 2]
+    d = ap.shape[1]
+    M = cp.Variable((d, d), PSD=True)
+    sq_ap = cp.sum(cp.multiply(ap @ M, ap), axis=1)
+    sq_an = cp.sum(cp.multiply(an @ M, an), axis=1)
+    problem = cp.Problem(cp.Minimize(cp.sum(cp.pos(sq_ap - sq_an + margin))
+                                     / t.shape[0]))
+    value = _solve_siamese(cp, problem, solver)
+    return M.value, float(value)
+
+# === end Contrastive and TripletMargin ===

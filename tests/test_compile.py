@@ -31,6 +31,9 @@ mahal.LMNN(max_iter=5, n_jobs=2, random_state=0).fit(Xd, yd[:600])
 Xe = np.repeat(Xd, 2, axis=0) + 0.01 * np.random.default_rng(0).normal(size=(1200, 64))
 mahal.LMNNEnergyClassifier(mahal.LMNN(max_iter=3)).fit(Xe, np.repeat(yd[:600], 2)
                                                      ).predict(Xd[:20])
+mahal.TripletMargin_Supervised(mining="hard", max_iter=2, random_state=0).fit(X, y)
+mahal.TripletMargin_Supervised(mining="all", max_iter=2, random_state=0).fit(X, y)
+mahal.TripletMargin_Supervised(max_iter=2, random_state=0).fit(Xd, yd[:600])
 print(json.dumps(_jit.notice.spent))
 """
 

@@ -1,12 +1,10 @@
 """LMNN's NumPy path for small problems (mahal._lmnn_dense, the NumPy L-BFGS
 steps) against the numba kernels, naive loops and finite differences."""
 
-import warnings
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from mahal import _lmnn_dense, _optimize

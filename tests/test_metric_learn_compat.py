@@ -20,7 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from mahal import LMNN, MMC, Covariance, LSML_Supervised, MMC_Supervised, RCA_Supervised
+from mahal import LMNN, MMC, Covariance, MMC_Supervised
+from mahal import Contrastive_Supervised, TripletMargin_Supervised
+from mahal import LSML_Supervised, RCA_Supervised
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -42,9 +44,15 @@ def pairs_iris(iris):
 
 
 def _transformers():
-    return [Covariance(), MMC_Supervised(random_state=0),
-            LMNN(n_neighbors=3, max_iter=200, random_state=0),
-            LSML_Supervised(random_state=0), RCA_Supervised(n_chunks=40, random_state=0)]
+    return [
+        Covariance(),
+        MMC_Supervised(random_state=0),
+        LMNN(n_neighbors=3, max_iter=200, random_state=0),
+        LSML_Supervised(random_state=0),
+        RCA_Supervised(n_chunks=40, random_state=0),
+        Contrastive_Supervised(random_state=0),
+        TripletMargin_Supervised(random_state=0),
+    ]
 
 
 # ---------------------------------------------------------------------------

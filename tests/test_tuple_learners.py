@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.preprocessing import StandardScaler
 
 from mahal import MMC
+from mahal import Contrastive
 from mahal.constraints import Constraints, wrap_pairs
 
 from test_base import FixedPairs
@@ -23,6 +24,7 @@ PAIR_LEARNERS = [
     FixedPairs(),
     MMC(random_state=0),
     MMC(diagonal=True, random_state=0),
+    Contrastive(random_state=0),
 ]
 
 
