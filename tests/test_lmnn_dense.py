@@ -1,7 +1,6 @@
 """LMNN's NumPy path for small problems (mahal._lmnn_dense, the NumPy L-BFGS
 steps) against the numba kernels, naive loops and finite differences."""
 
-
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
