@@ -106,6 +106,15 @@ class MahalanobisDistance:
     Parameters
     ----------
     components : ndarray of shape (n_components, n_features)
+        ``G``: the distance is ``‖G (u − v)‖``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mahal import MahalanobisDistance
+    >>> metric = MahalanobisDistance(np.diag([2.0, 1.0]))
+    >>> metric([1.0, 0.0], [0.0, 0.0]), metric([1.0, 0.0], [0.0, 0.0], squared=True)
+    (2.0, 4.0)
     """
 
     def __init__(self, components):

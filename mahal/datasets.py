@@ -295,6 +295,13 @@ def load_dataset(name, data_home=None, random_state=0,
 
     The SHA-256 of each file is computed once per process (again only if
     the file's size or modification time changes).
+
+    Examples
+    --------
+    >>> from mahal import load_dataset
+    >>> data = load_dataset("iris")
+    >>> data.X_train.shape, data.X_test.shape
+    ((105, 4), (45, 4))
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(
