@@ -17,6 +17,7 @@ _PUBLIC = {
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",
+    "LFDA": "lfda",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn
