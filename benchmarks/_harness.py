@@ -61,6 +61,8 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        # defaults (n_components = n_features, k = 7, 'weighted'); no random state
+        Learner("lfda", "mahal", "LFDA", {"n_jobs": -1}, seeded=False),
     ]
     return {l.name: l for l in ls}
 
@@ -80,6 +82,9 @@ def peer_learners(k=3):
                 counterpart="lmnn"),
         Learner("pylmnn", "pylmnn", "LargeMarginNearestNeighbor", {"n_neighbors": k},
                 counterpart="lmnn"),
+        # defaults (n_components = n_features, k = min(7, n_features − 1), 'weighted')
+        Learner("ml_lfda", "metric-learn", "LFDA", {}, seeded=False,
+                counterpart="lfda"),
     ]
     return {l.name: l for l in ls}
 

@@ -95,8 +95,8 @@ _RANK_RTOL = 1e-10          # eigenvalues below rtol · max count as zero
 _SINGULAR_FLOOR = 1e-2      # singular S_lw: eigenvalues below floor · max raised to it
 
 
-def _row_blocks(n_rows, n_cols):
-    step = max(1, _BLOCK // max(n_cols, 1))
+def _row_blocks(n_rows, n_cols, block):
+    step = max(1, block // max(n_cols, 1))
     return [(r0, min(r0 + step, n_rows)) for r0 in range(0, n_rows, step)]
 
 
@@ -112,7 +112,7 @@ def _squared_distances(Xc, sq_norms, r0, r1):
     return D
 
 
-def local_scales(Xc, k):
+def local_scales(Xc, k, block=_BLOCK):
     """``σ_i``: distance of each point of ``Xc`` to its ``k``-th nearest other point.
 
     ``k`` is capped at ``n − 1`` (a class with at most ``k`` members uses its farthest
@@ -124,6 +124,8 @@ def local_scales(Xc, k):
         The points of one class.
     k : int
         Which neighbour, ≥ 1.
+    block : int, default=_BLOCK
+        Largest number of distances held at once (rows per block: ``block // n``).
 
     Returns
     -------
@@ -133,14 +135,14 @@ def local_scales(Xc, k):
     kk = min(k, n - 1)
     sq_norms = np.einsum("ij,ij->i", Xc, Xc)
     sigma2 = np.empty(n)
-    for r0, r1 in _row_blocks(n, n):
+    for r0, r1 in _row_blocks(n, n, block):
         D = _squared_distances(Xc, sq_norms, r0, r1)
         # position 0 of each sorted row is the point itself (distance 0)
         sigma2[r0:r1] = np.partition(D, kk, axis=1)[:, kk]
     return np.sqrt(sigma2)
 
 
-def _laplacian_scatter(Xc, sigma):
+def _laplacian_scatter(Xc, sigma, block):
     """``G = ½ Σ_ij A_ij (x_i − x_j)(x_i − x_j)ᵀ = Xcᵀ (diag(A 1) − A) Xc`` with the
     local-scaling affinity ``A`` of ``Xc`` (``A_ij = 0`` where ``σ_i σ_j = 0``),
     summed over blocks of rows."""
@@ -149,7 +151,7 @@ def _laplacian_scatter(Xc, sigma):
     G = np.zeros((d, d))
     positive = sigma > 0
     inv_sigma = np.divide(1.0, sigma, out=np.zeros(n), where=positive)
-    for r0, r1 in _row_blocks(n, n):
+    for r0, r1 in _row_blocks(n, n, block):
         A = _squared_distances(Xc, sq_norms, r0, r1)
         A *= -inv_sigma[r0:r1, None]
         A *= inv_sigma[None, :]
@@ -163,7 +165,7 @@ def _laplacian_scatter(Xc, sigma):
     return G
 
 
-def local_scatter(X, y, k):
+def local_scatter(X, y, k, block=_BLOCK):
     """The local between- and within-class scatter matrices ``(S_lb, S_lw)``.
 
     Parameters
@@ -173,6 +175,8 @@ def local_scatter(X, y, k):
         Class labels encoded as 0..n_classes-1.
     k : int
         The local-scaling neighbour.
+    block : int, default=_BLOCK
+        Largest number of distances (or affinities) held at once.
 
     Returns
     -------
@@ -196,7 +200,7 @@ def local_scatter(X, y, k):
             continue
         Xc = Xc - means[c]
         S_c = Xc.T @ Xc
-        G = _laplacian_scatter(Xc, local_scales(Xc, k))
+        G = _laplacian_scatter(Xc, local_scales(Xc, k, block), block)
         S_within += S_c
         S_lw += G / n_c
         S_lb += (1.0 - n_c / n) * (S_c - G / n_c)
@@ -220,7 +224,7 @@ def _flip_signs(V):
     return V * signs
 
 
-def lfda_solve(X, y, n_components, k=7, embedding_type="weighted"):
+def lfda_solve(X, y, n_components, k=7, embedding_type="weighted", block=_BLOCK):
     """LFDA's transformation from the local scatter matrices.
 
     Parameters
@@ -236,6 +240,8 @@ def lfda_solve(X, y, n_components, k=7, embedding_type="weighted"):
         'weighted': eigenvectors times ``√λ``; 'orthonormalized': an orthonormal
         basis of their span (QR, ``R`` with a positive diagonal); 'plain': the
         eigenvectors, normalised to ``φᵀ S̃_lw φ = 1``.
+    block : int, default=_BLOCK
+        Largest number of distances (or affinities) held at once.
 
     Returns
     -------
@@ -252,7 +258,7 @@ def lfda_solve(X, y, n_components, k=7, embedding_type="weighted"):
         If the within-class scatter is zero (no class has two distinct points).
     """
     d = X.shape[1]
-    S_lb, S_lw, S_t = local_scatter(X, y, k)
+    S_lb, S_lw, S_t = local_scatter(X, y, k, block)
     t, P = np.linalg.eigh(S_t)
     in_range = t > _RANK_RTOL * t[-1]
     if not in_range.all():   # solve in the span of the data
