@@ -90,7 +90,7 @@ import scipy.linalg
 
 __all__ = ["lfda_solve", "local_scatter", "local_scales"]
 
-_BLOCK = 1 << 20            # float64 entries per block of distances / affinities (8 MB)
+_BLOCK = 1 << 22            # float64 entries per block of distances / affinities (32 MB)
 _RANK_RTOL = 1e-10          # eigenvalues below rtol · max count as zero
 _SINGULAR_FLOOR = 1e-2      # singular S_lw: eigenvalues below floor · max raised to it
 
@@ -110,6 +110,12 @@ def _squared_distances(Xc, sq_norms, r0, r1):
     np.maximum(D, 0.0, out=D)
     D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
     return D
+
+
+def _kth_smallest(D, kk):
+    """Square roots of the ``kk``-th smallest entry of each row of ``D`` (position 0
+    of a sorted row is the point itself, at distance 0)."""
+    return np.sqrt(np.partition(D, kk, axis=1)[:, kk])
 
 
 def local_scales(Xc, k, block=_BLOCK):
@@ -132,37 +138,45 @@ def local_scales(Xc, k, block=_BLOCK):
     sigma : ndarray of shape (n,)
     """
     n = Xc.shape[0]
-    kk = min(k, n - 1)
     sq_norms = np.einsum("ij,ij->i", Xc, Xc)
-    sigma2 = np.empty(n)
+    sigma = np.empty(n)
     for r0, r1 in _row_blocks(n, n, block):
-        D = _squared_distances(Xc, sq_norms, r0, r1)
-        # position 0 of each sorted row is the point itself (distance 0)
-        sigma2[r0:r1] = np.partition(D, kk, axis=1)[:, kk]
-    return np.sqrt(sigma2)
+        sigma[r0:r1] = _kth_smallest(_squared_distances(Xc, sq_norms, r0, r1),
+                                     min(k, n - 1))
+    return sigma
 
 
-def _laplacian_scatter(Xc, sigma, block):
-    """``G = ½ Σ_ij A_ij (x_i − x_j)(x_i − x_j)ᵀ = Xcᵀ (diag(A 1) − A) Xc`` with the
-    local-scaling affinity ``A`` of ``Xc`` (``A_ij = 0`` where ``σ_i σ_j = 0``),
-    summed over blocks of rows."""
-    n, d = Xc.shape
-    sq_norms = np.einsum("ij,ij->i", Xc, Xc)
-    G = np.zeros((d, d))
+def _affinity_term(Xc, D, sigma, r0, r1):
+    """Rows ``r0:r1``'s share of ``Xcᵀ (diag(A 1) − A) Xc``, from their squared
+    distances ``D`` to all of ``Xc`` (overwritten by the affinities ``A``)."""
     positive = sigma > 0
-    inv_sigma = np.divide(1.0, sigma, out=np.zeros(n), where=positive)
-    for r0, r1 in _row_blocks(n, n, block):
-        A = _squared_distances(Xc, sq_norms, r0, r1)
-        A *= -inv_sigma[r0:r1, None]
-        A *= inv_sigma[None, :]
-        np.exp(A, out=A)
-        # σ_i σ_j = 0 (k-fold duplicates): the limit of exp(−D / σσ) is 0 for D > 0
+    inv_sigma = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=positive)
+    A = D
+    A *= -inv_sigma[r0:r1, None]
+    A *= inv_sigma[None, :]
+    np.exp(A, out=A)
+    # σ_i σ_j = 0 (k-fold duplicates): the limit of exp(−D / σσ) is 0 for D > 0
+    if not positive.all():
         A[~positive[r0:r1], :] = 0.0
         A[:, ~positive] = 0.0
-        XB = Xc[r0:r1]
-        G += (XB * A.sum(axis=1)[:, None]).T @ XB
-        G -= XB.T @ (A @ Xc)
-    return G
+    XB = Xc[r0:r1]
+    return (XB * A.sum(axis=1)[:, None]).T @ XB - XB.T @ (A @ Xc)
+
+
+def _laplacian_scatter(Xc, k, block):
+    """``G = ½ Σ_ij A_ij (x_i − x_j)(x_i − x_j)ᵀ = Xcᵀ (diag(A 1) − A) Xc`` with the
+    local-scaling affinity ``A`` of ``Xc`` (``A_ij = 0`` where ``σ_i σ_j = 0``),
+    summed over blocks of rows: a first pass finds ``σ``, a second the affinities
+    (one pass when the class fits in one block)."""
+    n = Xc.shape[0]
+    sq_norms = np.einsum("ij,ij->i", Xc, Xc)
+    blocks = _row_blocks(n, n, block)
+    if len(blocks) == 1:
+        D = _squared_distances(Xc, sq_norms, 0, n)
+        return _affinity_term(Xc, D, _kth_smallest(D, min(k, n - 1)), 0, n)
+    sigma = local_scales(Xc, k, block)
+    return sum(_affinity_term(Xc, _squared_distances(Xc, sq_norms, r0, r1), sigma,
+                              r0, r1) for r0, r1 in blocks)
 
 
 def local_scatter(X, y, k, block=_BLOCK):
@@ -200,7 +214,7 @@ def local_scatter(X, y, k, block=_BLOCK):
             continue
         Xc = Xc - means[c]
         S_c = Xc.T @ Xc
-        G = _laplacian_scatter(Xc, local_scales(Xc, k, block), block)
+        G = _laplacian_scatter(Xc, k, block)
         S_within += S_c
         S_lw += G / n_c
         S_lb += (1.0 - n_c / n) * (S_c - G / n_c)
@@ -259,9 +273,10 @@ def lfda_solve(X, y, n_components, k=7, embedding_type="weighted", block=_BLOCK)
     """
     d = X.shape[1]
     S_lb, S_lw, S_t = local_scatter(X, y, k, block)
-    t, P = np.linalg.eigh(S_t)
-    in_range = t > _RANK_RTOL * t[-1]
-    if not in_range.all():   # solve in the span of the data
+    t = np.linalg.eigvalsh(S_t)
+    if t[0] <= _RANK_RTOL * t[-1]:   # solve in the span of the data
+        t, P = np.linalg.eigh(S_t)
+        in_range = t > _RANK_RTOL * t[-1]
         P_null, P = P[:, ~in_range], P[:, in_range]
         S_lb, S_lw = P.T @ S_lb @ P, P.T @ S_lw @ P
     w, U = np.linalg.eigh(S_lw)
