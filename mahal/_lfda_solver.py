@@ -88,7 +88,7 @@ positive, as scikit-learn's ``svd_flip`` does, so that a fit is deterministic.
 import numpy as np
 import scipy.linalg
 
-__all__ = ["lfda_solve", "local_scatter", "local_scales"]
+__all__ = ["lfda_solve", "local_scatter", "local_scales", "total_scatter"]
 
 _BLOCK = 1 << 22            # float64 entries per block of distances / affinities (32 MB)
 _RANK_RTOL = 1e-10          # eigenvalues below rtol · max count as zero
@@ -146,9 +146,9 @@ def local_scales(Xc, k, block=_BLOCK):
     return sigma
 
 
-def _affinity_term(Xc, D, sigma, r0, r1):
-    """Rows ``r0:r1``'s share of ``Xcᵀ (diag(A 1) − A) Xc``, from their squared
-    distances ``D`` to all of ``Xc`` (overwritten by the affinities ``A``)."""
+def _laplacian_rows(Xc, D, sigma, r0, r1):
+    """Rows ``r0:r1`` of ``(diag(A 1) − A) Xc``, from their squared distances ``D``
+    to all of ``Xc`` (overwritten by the affinities ``A``)."""
     positive = sigma > 0
     inv_sigma = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=positive)
     A = D
@@ -159,28 +159,44 @@ def _affinity_term(Xc, D, sigma, r0, r1):
     if not positive.all():
         A[~positive[r0:r1], :] = 0.0
         A[:, ~positive] = 0.0
-    XB = Xc[r0:r1]
-    return (XB * A.sum(axis=1)[:, None]).T @ XB - XB.T @ (A @ Xc)
+    out = Xc[r0:r1] * A.sum(axis=1)[:, None]
+    out -= A @ Xc
+    return out
 
 
-def _laplacian_scatter(Xc, k, block):
-    """``G = ½ Σ_ij A_ij (x_i − x_j)(x_i − x_j)ᵀ = Xcᵀ (diag(A 1) − A) Xc`` with the
-    local-scaling affinity ``A`` of ``Xc`` (``A_ij = 0`` where ``σ_i σ_j = 0``),
-    summed over blocks of rows: a first pass finds ``σ``, a second the affinities
-    (one pass when the class fits in one block)."""
+def _laplacian_times(Xc, k, block):
+    """``(diag(A 1) − A) Xc``, so that ``Xcᵀ (diag(A 1) − A) Xc = ½ Σ_ij A_ij
+    (x_i − x_j)(x_i − x_j)ᵀ``, with the local-scaling affinity ``A`` of ``Xc``
+    (``A_ij = 0`` where ``σ_i σ_j = 0``), by blocks of rows: a first pass finds
+    ``σ``, a second the affinities (one pass when the class fits in one block)."""
     n = Xc.shape[0]
     sq_norms = np.einsum("ij,ij->i", Xc, Xc)
     blocks = _row_blocks(n, n, block)
     if len(blocks) == 1:
         D = _squared_distances(Xc, sq_norms, 0, n)
-        return _affinity_term(Xc, D, _kth_smallest(D, min(k, n - 1)), 0, n)
+        return _laplacian_rows(Xc, D, _kth_smallest(D, min(k, n - 1)), 0, n)
     sigma = local_scales(Xc, k, block)
-    return sum(_affinity_term(Xc, _squared_distances(Xc, sq_norms, r0, r1), sigma,
-                              r0, r1) for r0, r1 in blocks)
+    return np.vstack([_laplacian_rows(Xc, _squared_distances(Xc, sq_norms, r0, r1),
+                                      sigma, r0, r1) for r0, r1 in blocks])
+
+
+def _sym(S):
+    return 0.5 * (S + S.T)
+
+
+def total_scatter(X):
+    """``S_t = Σ_i (x_i − m)(x_i − m)ᵀ``, symmetric."""
+    Xc = X - X.mean(axis=0)
+    return _sym(Xc.T @ Xc)
 
 
 def local_scatter(X, y, k, block=_BLOCK):
     """The local between- and within-class scatter matrices ``(S_lb, S_lw)``.
+
+    With ``X_s`` the points centred on their class means and ``Y = L X_s`` (``L``
+    the block-diagonal Laplacian of the affinities, one block per class), both are
+    a product ``X_sᵀ (row weights · ...)`` over all points at once:
+    ``S_lw = X_sᵀ (Y / n_l)`` and ``S_lb = X_sᵀ ((1 − n_l/n)(X_s − Y / n_l)) + S_B``.
 
     Parameters
     ----------
@@ -194,40 +210,30 @@ def local_scatter(X, y, k, block=_BLOCK):
 
     Returns
     -------
-    S_lb, S_lw, S_t : ndarrays of shape (n_features, n_features)
-        The local between- and within-class scatter, and the total scatter
-        ``Σ_i (x_i − m)(x_i − m)ᵀ``; symmetric positive semi-definite.
+    S_lb, S_lw : ndarrays of shape (n_features, n_features)
+        Symmetric positive semi-definite.
     """
     n, d = X.shape
-    mean = X.mean(axis=0)
-    S_lw = np.zeros((d, d))
-    S_lb = np.zeros((d, d))
-    S_within = np.zeros((d, d))
     order = np.argsort(y, kind="stable")
     bounds = np.searchsorted(y[order], np.arange(y.max() + 2))
-    means = np.empty((bounds.shape[0] - 1, d))
-    for c in range(bounds.shape[0] - 1):
-        Xc = X[order[bounds[c]:bounds[c + 1]]]
-        n_c = Xc.shape[0]
+    counts = np.diff(bounds)
+    Xs = X[order]                      # (a copy) class by class, then centred
+    Y = np.zeros((n, d))
+    means = np.empty((counts.shape[0], d))
+    for c in range(counts.shape[0]):
+        Xc = Xs[bounds[c]:bounds[c + 1]]
         means[c] = Xc.mean(axis=0)
-        if n_c < 2:
-            continue
-        Xc = Xc - means[c]
-        S_c = Xc.T @ Xc
-        G = _laplacian_scatter(Xc, k, block)
-        S_within += S_c
-        S_lw += G / n_c
-        S_lb += (1.0 - n_c / n) * (S_c - G / n_c)
-    counts = np.diff(bounds).astype(np.float64)
-    M = means - mean
-    S_between = (M * counts[:, None]).T @ M
-    S_lb += S_between
-    S_t = S_within + S_between
-
-    def sym(S):
-        return 0.5 * (S + S.T)
-
-    return sym(S_lb), sym(S_lw), sym(S_t)
+        Xc -= means[c]
+        if counts[c] >= 2:
+            Y[bounds[c]:bounds[c + 1]] = _laplacian_times(Xc, k, block)
+    n_row = np.repeat(counts.astype(np.float64), counts)[:, None]
+    Y /= n_row                          # rows of L X_s / n_l
+    S_lw = Xs.T @ Y
+    Y -= Xs
+    Y *= -(1.0 - n_row / n)             # (1 − n_l/n)(X_s − L X_s / n_l)
+    M = means - X.mean(axis=0)
+    S_lb = Xs.T @ Y + (M * counts[:, None]).T @ M
+    return _sym(S_lb), _sym(S_lw)
 
 
 def _flip_signs(V):
@@ -236,6 +242,54 @@ def _flip_signs(V):
     signs = np.sign(V[rows, np.arange(V.shape[1])])
     signs[signs == 0] = 1.0
     return V * signs
+
+
+def _top_eigh(a, b, m):
+    """The ``m`` largest eigenpairs of ``a v = λ b v`` (``b`` None: ``a v = λ v``),
+    descending. LAPACK's subset driver is faster for a few pairs, the full
+    divide-and-conquer one beyond about a third of them."""
+    d = a.shape[0]
+    if 3 * m < d:
+        lam, V = scipy.linalg.eigh(a, b, subset_by_index=[d - m, d - 1])
+    else:
+        lam, V = scipy.linalg.eigh(a, b)
+        lam, V = lam[d - m:], V[:, d - m:]
+    return lam[::-1], V[:, ::-1]
+
+
+def _leading_eigenpairs(S_lb, S_lw, X, m):
+    """The ``m`` leading pairs of ``S_lb φ = λ S_lw φ`` (descending, ``λ ≥ 0``), with
+    the documented treatment of directions without variance and of a singular
+    ``S_lw`` (``X``: the points, for the total scatter, needed only then).
+    Returns ``(lam, V, rank, n_regularized, floor)``."""
+    d = S_lw.shape[0]
+    w = np.linalg.eigvalsh(S_lw)
+    if not w[-1] > 0:
+        raise ValueError(
+            "The local within-class scatter is zero: no class has two distinct "
+            "points, so LFDA has no within-class structure to preserve. Give at "
+            "least one class two or more distinct points.")
+    if w[0] > _RANK_RTOL * w[-1]:
+        # S_lw nonsingular (then so is S_t, whose range contains S_lw's): the
+        # paper's pencil as it is, by LAPACK's generalised solver
+        lam, V = _top_eigh(S_lb, S_lw, m)
+        return np.maximum(lam, 0.0), V, d, 0, 0.0
+    t, P = np.linalg.eigh(total_scatter(X))
+    in_range = t > _RANK_RTOL * t[-1]
+    P_null, P = P[:, ~in_range], P[:, in_range]
+    r = P.shape[1]
+    S_lb, S_lw = P.T @ S_lb @ P, P.T @ S_lw @ P     # in the span of the data
+    w, U = np.linalg.eigh(S_lw)
+    floor = _SINGULAR_FLOOR * w[-1] if w[0] <= _RANK_RTOL * w[-1] else 0.0
+    W = U / np.sqrt(np.maximum(w, floor))
+    C = W.T @ S_lb @ W
+    k = min(m, r)
+    lam, Q = _top_eigh(_sym(C), None, k)
+    lam, V = np.maximum(lam, 0.0), P @ (W @ Q)
+    if m > r:   # no variance: λ = 0, unit vectors
+        V = np.hstack([V, P_null[:, ::-1][:, :m - r]])
+        lam = np.concatenate([lam, np.zeros(m - r)])
+    return lam, V, r, int(np.count_nonzero(w < floor)), floor
 
 
 def lfda_solve(X, y, n_components, k=7, embedding_type="weighted", block=_BLOCK):
@@ -271,33 +325,9 @@ def lfda_solve(X, y, n_components, k=7, embedding_type="weighted", block=_BLOCK)
     ValueError
         If the within-class scatter is zero (no class has two distinct points).
     """
-    d = X.shape[1]
-    S_lb, S_lw, S_t = local_scatter(X, y, k, block)
-    t = np.linalg.eigvalsh(S_t)
-    if t[0] <= _RANK_RTOL * t[-1]:   # solve in the span of the data
-        t, P = np.linalg.eigh(S_t)
-        in_range = t > _RANK_RTOL * t[-1]
-        P_null, P = P[:, ~in_range], P[:, in_range]
-        S_lb, S_lw = P.T @ S_lb @ P, P.T @ S_lw @ P
-    w, U = np.linalg.eigh(S_lw)
-    if not w[-1] > 0:
-        raise ValueError(
-            "The local within-class scatter is zero: no class has two distinct "
-            "points, so LFDA has no within-class structure to preserve. Give at "
-            "least one class two or more distinct points.")
-    floor = _SINGULAR_FLOOR * w[-1] if w[0] <= _RANK_RTOL * w[-1] else 0.0
-    n_regularized = int(np.count_nonzero(w < floor))
-    W = U / np.sqrt(np.maximum(w, floor))
-    C = W.T @ S_lb @ W
-    r = C.shape[0]
-    m = min(n_components, r)
-    lam, Q = scipy.linalg.eigh(0.5 * (C + C.T), subset_by_index=[r - m, r - 1])
-    lam, V = np.maximum(lam[::-1], 0.0), W @ Q[:, ::-1]
-    if r < d:
-        V = P @ V
-        if n_components > r:   # no variance: λ = 0, unit vectors
-            V = np.hstack([V, P_null[:, ::-1][:, :n_components - r]])
-            lam = np.concatenate([lam, np.zeros(n_components - r)])
+    S_lb, S_lw = local_scatter(X, y, k, block)
+    lam, V, r, n_regularized, floor = _leading_eigenpairs(S_lb, S_lw, X,
+                                                          n_components)
     V = _flip_signs(V)
     if embedding_type == "weighted":
         T = V * np.sqrt(lam)
