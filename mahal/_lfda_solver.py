@@ -47,10 +47,16 @@ embedding's ``√λ`` is always real (rounding below zero is clipped).
 The affinity is positive for *every* pair of classmates (it is not sparse), so
 ``A`` is never stored: the rows of a class are taken in blocks of at most
 ``_BLOCK // n_l`` rows; each block's squared distances to its classmates give first
-``σ`` (a partial sort per row) and, on a second pass, the block's affinities, whose
-contributions ``X_Bᵀ diag(A_B 1) X_B − X_Bᵀ (A_B X_l)`` are summed into ``G_l``.
-Working memory beyond the data and a few ``d × d`` matrices: about three
-``block × n_l`` arrays of at most ``_BLOCK`` entries each (8 MB), whatever ``n``.
+``σ`` (a partial sort per row) and, on a second pass, the block's affinities and its
+rows of ``Y_l = (diag(A 1) − A) X_l`` (one pass when the class fits in one block).
+With the rows ``Y_l`` of all classes stacked as ``Y`` (``n × d``) beside the
+class-centred points ``X_s``, the sums over classes become three products over all
+points, ``S_lw = X_sᵀ (Y / n_l)``, ``S_lb = X_sᵀ ((1 − n_l/n)(X_s − Y / n_l)) + S_B``
+(row weights), as fast as BLAS goes, with no per-class ``d × d`` work.
+Memory beyond the data: ``X_s`` and ``Y`` (``n × d`` each), a few ``d × d``
+matrices, and about three ``block × n_l`` arrays of at most ``_BLOCK`` entries
+(32 MB) each, whatever ``n``; never an ``n × n`` or ``n_l × n_l`` matrix once
+``n_l² > _BLOCK``.
 
 The eigenproblem
 ----------------

@@ -94,7 +94,8 @@ class LFDA(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
     fail. Here its eigenvalues below 1% of the largest are then raised to 1% of the
     largest (only the directions where it is nearly singular change); a nonsingular
     ``S_lw`` is used as it is, and the result is then the paper's. Memory: a few
-    ``n_features × n_features`` matrices and blocks of at most 2²⁰ affinities,
+    ``n_features × n_features`` matrices, two ``n_samples × n_features`` arrays and
+    blocks of at most 2²² affinities (32 MB),
     whatever the number of points.
 
     References
