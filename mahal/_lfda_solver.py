@@ -109,8 +109,7 @@ def _row_blocks(n_rows, n_cols, block):
 def _squared_distances(Xc, sq_norms, r0, r1):
     """Squared distances of rows ``r0:r1`` of ``Xc`` to all its rows (≥ 0, and
     exactly 0 from a point to itself)."""
-    D = Xc[r0:r1] @ Xc.T
-    D *= -2.0
+    D = (-2.0 * Xc[r0:r1]) @ Xc.T
     D += sq_norms[r0:r1, None]
     D += sq_norms[None, :]
     np.maximum(D, 0.0, out=D)
@@ -119,9 +118,24 @@ def _squared_distances(Xc, sq_norms, r0, r1):
 
 
 def _kth_smallest(D, kk):
-    """Square roots of the ``kk``-th smallest entry of each row of ``D`` (position 0
-    of a sorted row is the point itself, at distance 0)."""
-    return np.sqrt(np.partition(D, kk, axis=1)[:, kk])
+    """Square roots of the ``kk``-th smallest entry of each row of ``D`` (0-based;
+    position 0 of a sorted row is the point itself, at distance 0), exactly.
+
+    Selection in float32 first (``np.partition`` moves half the bytes): rounding
+    is monotone, so the float32 ``kk``-th smallest ``t`` is the rounded float64 one,
+    and the entries whose float32 value is ``≤ t`` are the ``kk + 1`` smallest plus
+    any that round to ``t``. Where they are exactly ``kk + 1``, the answer is their
+    largest float64 value; rows with ties at ``t`` fall back to a float64 partition.
+    """
+    D32 = D.astype(np.float32)
+    t = np.partition(D32, kk, axis=1)[:, kk]
+    below = D32 <= t[:, None]
+    del D32
+    out = np.max(D, axis=1, where=below, initial=-np.inf)
+    ties = np.flatnonzero(np.count_nonzero(below, axis=1) != kk + 1)
+    if ties.size:
+        out[ties] = np.partition(D[ties], kk, axis=1)[:, kk]
+    return np.sqrt(out)
 
 
 def local_scales(Xc, k, block=_BLOCK):

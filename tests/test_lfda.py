@@ -121,6 +121,19 @@ def test_local_scales_are_the_kth_classmate_distances():
         np.testing.assert_allclose(local_scales(X, k), expected, rtol=1e-10)
 
 
+def test_kth_smallest_is_exact_with_ties_in_float32():
+    # float32 selection, then the exact float64 value: equal to np.partition's,
+    # also where many entries round to the same float32 (or are equal).
+    from mahal._lfda_solver import _kth_smallest
+    rng = np.random.default_rng(6)
+    D = rng.random((50, 40))
+    D[:10] = 1.0 + rng.integers(0, 3, size=(10, 40)) * 1e-12   # float32 ties
+    D[10:15] = 0.0                                             # duplicates
+    for kk in (0, 1, 7, 39):
+        np.testing.assert_array_equal(_kth_smallest(D, kk),
+                                      np.sqrt(np.partition(D, kk, axis=1)[:, kk]))
+
+
 def test_blocked_and_unblocked_scatter_are_identical_up_to_rounding():
     X, y = _multimodal(n_per=20, d=4)
     full = local_scatter(X, y, 7)
