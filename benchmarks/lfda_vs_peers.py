@@ -119,7 +119,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--fits", type=int, default=3)
     args = p.parse_args(argv)
-    print("| data set | n × d | 3-NN error: Euclidean / mahal / metric-learn | mahal (s) "
+    print("| data set | n×d | 3-NN error: Euclidean / mahal / metric-learn | mahal (s) "
           "| metric-learn (s) | metric-learn / mahal | metric-learn status |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +142,7 @@ def main(argv=None):
                     ratios.append(peer[-1] / ours[-1])
             med = (lambda xs: f"{statistics.median(xs):.3f}" if xs else "—")
             err = " / ".join("—" if e is None else f"{e:.3f}" for e in errors)
-            print(f"| {name} | {s['Xtr'].shape[0]} × {s['Xtr'].shape[1]} | {err} "
+            print(f"| {name} | {s['Xtr'].shape[0]}×{s['Xtr'].shape[1]} | {err} "
                   f"| {med(ours)} "
                   f"| {med(peer)} | "
                   f"{'×%.2f' % statistics.median(ratios) if ratios else '—'} "
