@@ -127,7 +127,8 @@ def _kth_smallest(D, kk):
     any that round to ``t``. Where they are exactly ``kk + 1``, the answer is their
     largest float64 value; rows with ties at ``t`` fall back to a float64 partition.
     """
-    D32 = D.astype(np.float32)
+    with np.errstate(over="ignore"):   # (beyond float32: inf, ties, the fallback)
+        D32 = D.astype(np.float32)
     t = np.partition(D32, kk, axis=1)[:, kk]
     below = D32 <= t[:, None]
     del D32

@@ -121,6 +121,7 @@ def test_local_scales_are_the_kth_classmate_distances():
         np.testing.assert_allclose(local_scales(X, k), expected, rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("error")
 def test_kth_smallest_is_exact_with_ties_in_float32():
     # float32 selection, then the exact float64 value: equal to np.partition's,
     # also where many entries round to the same float32 (or are equal).
@@ -129,6 +130,7 @@ def test_kth_smallest_is_exact_with_ties_in_float32():
     D = rng.random((50, 40))
     D[:10] = 1.0 + rng.integers(0, 3, size=(10, 40)) * 1e-12   # float32 ties
     D[10:15] = 0.0                                             # duplicates
+    D[15:20, ::3] = 1e300                                      # beyond float32
     for kk in (0, 1, 7, 39):
         np.testing.assert_array_equal(_kth_smallest(D, kk),
                                       np.sqrt(np.partition(D, kk, axis=1)[:, kk]))
