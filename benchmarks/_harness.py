@@ -65,6 +65,8 @@ def mahal_learners(k=3):
         Learner("rca", "mahal", "RCA_Supervised", {}),
         Learner("contrastive", "mahal", "Contrastive_Supervised", {}),
         Learner("triplet_margin", "mahal", "TripletMargin_Supervised", {}),
+        # defaults (n_components = n_features, k = 7, 'weighted'); no random state
+        Learner("lfda", "mahal", "LFDA", {"n_jobs": -1}, seeded=False),
     ]
     return {l.name: l for l in ls}
 
@@ -87,6 +89,9 @@ def peer_learners(k=3):
         Learner("ml_lsml", "metric-learn", "LSML_Supervised", {}, counterpart="lsml"),
         # (raises where the classes give fewer than n_chunks=100 chunklets)
         Learner("ml_rca", "metric-learn", "RCA_Supervised", {}, counterpart="rca"),
+        # defaults (n_components = n_features, k = min(7, n_features − 1), 'weighted')
+        Learner("ml_lfda", "metric-learn", "LFDA", {}, seeded=False,
+                counterpart="lfda"),
     ]
     return {l.name: l for l in ls}
 

@@ -25,6 +25,7 @@ _PUBLIC = {
     "Contrastive_Supervised": "contrastive",
     "TripletMargin": "triplet_margin",
     "TripletMargin_Supervised": "triplet_margin",
+    "LFDA": "lfda",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from mahal import LMNN, MMC, Covariance, MMC_Supervised
 from mahal import Contrastive_Supervised, TripletMargin_Supervised
 from mahal import LSML_Supervised, RCA_Supervised
+from mahal import LFDA
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -52,6 +53,7 @@ def _transformers():
         RCA_Supervised(n_chunks=40, random_state=0),
         Contrastive_Supervised(random_state=0),
         TripletMargin_Supervised(random_state=0),
+        LFDA(),
     ]
 
 
