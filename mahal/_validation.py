@@ -343,3 +343,8 @@ class IntAtLeast(Interval):
     def is_satisfied_by(self, val):
         return (not isinstance(val, (bool, np.bool_))
                 and super().is_satisfied_by(val))
+
+
+# ``n_jobs`` as scikit-learn means it: None (one thread, or joblib's context), -1 all
+# cores, -2 all but one, ..., or a positive count.
+N_JOBS = [Interval(numbers.Integral, None, -1, closed="right"), IntAtLeast(1), None]

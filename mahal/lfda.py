@@ -3,18 +3,15 @@
 The estimator :class:`LFDA`; the solver is in :mod:`mahal._lfda_solver`.
 """
 
-from numbers import Integral
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from ._lfda_solver import lfda_solve
 from ._parallel import fit_threads
-from ._validation import IntAtLeast, check_n_components, check_points, require_y
+from ._validation import N_JOBS, IntAtLeast, check_n_components, check_points, require_y
 from .base import MahalanobisMixin, SupervisedMixin
 
-_N_JOBS = [Interval(Integral, None, -1, closed="right"), IntAtLeast(1), None]
 
 
 class LFDA(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
@@ -126,7 +123,7 @@ class LFDA(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         "k": [IntAtLeast(1), None],
         "embedding_type": [StrOptions({"weighted", "orthonormalized", "plain"})],
         "preprocessor": ["array-like", callable, None],
-        "n_jobs": _N_JOBS,
+        "n_jobs": N_JOBS,
     }
 
     def __init__(self, n_components=None, k=7, embedding_type="weighted",

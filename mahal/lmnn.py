@@ -6,7 +6,7 @@ The estimators :class:`LMNN` and :class:`LMNNEnergyClassifier`; the solver is in
 
 import time
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import (BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context,
@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
 from ._lmnn_solver import lmnn_solve
 from ._parallel import fit_threads, n_threads_for
-from ._validation import IntAtLeast, check_n_components, check_points, require_y
+from ._validation import N_JOBS, IntAtLeast, check_n_components, check_points, require_y
 from .base import (
     MahalanobisMixin,
     SupervisedMixin,
@@ -50,8 +50,6 @@ class _HingeWidths(Options):
         return "a non-empty sequence of finite widths >= 0"
 
 
-_N_JOBS = [Interval(Integral, None, -1, closed="right"),
-           IntAtLeast(1), None]
 
 
 def _push_weight(estimator):
@@ -281,7 +279,7 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "preprocessor": ["array-like", callable, None],
-        "n_jobs": _N_JOBS,
+        "n_jobs": N_JOBS,
         "callback": [callable, None],
         "k": [StrOptions({"deprecated"}), IntAtLeast(1)],
         "learn_rate": [Interval(Real, 0, None, closed="neither"), None],
@@ -453,7 +451,7 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         "n_neighbors": [IntAtLeast(1)],
         "regularization": [Interval(Real, 0, 1, closed="neither")],
         "prefit": ["boolean"],
-        "n_jobs": _N_JOBS,
+        "n_jobs": N_JOBS,
         "weight_push_loss": [Interval(Real, 0, 1, closed="right"), None],
     }
 
