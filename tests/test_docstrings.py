@@ -11,7 +11,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 
 # Modules with public names (private modules are the implementation).
 PUBLIC_MODULES = ["mahal", "mahal.base", "mahal.constraints", "mahal.covariance",
-                  "mahal.datasets", "mahal.linalg", "mahal.lmnn", "mahal.mmc",
+                  "mahal.datasets", "mahal.linalg", "mahal.lmnn", "mahal.mmc", "mahal.itml",
                   "mahal.reference"]
 
 
