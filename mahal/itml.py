@@ -58,10 +58,21 @@ def _check_bounds(bounds):
     return bounds
 
 
-def _strict_prior(points, prior, random_state, name):
+def _distinct_rows(X):
+    """The distinct rows of ``X`` (in the order of their last occurrence); a hash of
+    each row's bytes, faster than ``np.unique(X, axis=0)``'s sort."""
+    X = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # (-0.0 becomes 0.0)
+    keys = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    last = dict(zip(keys.tolist(), range(X.shape[0])))
+    return X[np.sort(np.fromiter(last.values(), dtype=np.intp, count=len(last)))]
+
+
+def _strict_prior(points, n_features, prior, random_state, name):
     """The prior ``M0`` of ITML: metric-learn's options, and positive definite (the
-    LogDet divergence to a singular ``M0`` is infinite)."""
+    LogDet divergence to a singular ``M0`` is infinite). ``points()`` gives the
+    points of ``prior='covariance'``."""
     if isinstance(prior, str) and prior == "covariance":
+        points = points()
         w = np.linalg.eigvalsh(np.atleast_2d(np.cov(points, rowvar=False)))
         rank = int(np.sum(w > np.abs(w).max() * w.shape[0] * np.finfo(np.float64).eps))
         if rank < w.shape[0]:
@@ -70,6 +81,8 @@ def _strict_prior(points, prior, random_state, name):
                 f"but the covariance of the points is singular (rank {rank} of "
                 f"{w.shape[0]}). Use prior='identity', or remove linearly dependent "
                 "features first (e.g. with sklearn.decomposition.PCA).")
+    else:
+        points = np.empty((0, n_features))
     M0 = initialize_metric(points, prior, random_state=random_state, name="prior")
     w = np.linalg.eigvalsh(M0)
     if not w[0] > 1e-10 * max(w[-1], 0.0):
@@ -96,12 +109,15 @@ class _ITMLSolverMixin:
                                   Interval(Real, 0, None, closed="left")],
     }
 
-    def _solve(self, diffs, similar, points, bounds):
-        """Learn from the pairs' differences; ``points`` (distinct rows) give the
-        'covariance' prior and the default bounds."""
+    def _solve(self, diffs, similar, n_features, prior_points, bound_points, bounds):
+        """Learn from the pairs' differences. ``prior_points()`` gives the points of
+        the 'covariance' prior, ``bound_points()`` the distinct points of the default
+        bounds (only called when needed)."""
         name = type(self).__name__
-        M0 = _strict_prior(points, self.prior, self.random_state, name)
+        M0 = _strict_prior(prior_points, n_features, self.prior, self.random_state,
+                           name)
         if bounds is None:
+            points = bound_points()
             if points.shape[0] < 2:
                 raise ValueError(f"{name}: the default bounds need at least two "
                                  "distinct points; pass bounds=(u, l).")
@@ -255,8 +271,12 @@ class ITML(PairsClassifierMixin, MahalanobisMixin, _ITMLSolverMixin, BaseEstimat
                 "no metric can put them apart, so the problem has no solution. Remove "
                 "those pairs or relabel them.")
         # (a similar pair of identical points is always satisfied: it changes nothing)
-        points = np.unique(pairs.reshape(-1, pairs.shape[2]), axis=0)
-        self._solve(diffs[~zero], similar[~zero], points, bounds)
+        d = pairs.shape[2]
+
+        def points():  # (metric-learn's: the distinct points of the pairs)
+            return _distinct_rows(pairs.reshape(-1, d))
+
+        self._solve(diffs[~zero], similar[~zero], d, points, points, bounds)
         self.calibrate_threshold(pairs, y, **calibration_params)
         return self
 
@@ -384,6 +404,7 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
                           "pair(s) join identical points with different labels (no "
                           "metric can put them apart); they are left out.",
                           UserWarning, stacklevel=3)
-        self._solve(diffs[~zero], similar[~zero], np.unique(X, axis=0), bounds)
+        self._solve(diffs[~zero], similar[~zero], X.shape[1], lambda: X,
+                    lambda: _distinct_rows(X), bounds)
         return self
 

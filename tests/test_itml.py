@@ -331,3 +331,14 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+def test_distinct_rows_are_numpys_unique_rows():
+    from mahal.itml import _distinct_rows
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(200, 3)).astype(float)
+    X[0] = [-0.0, 1.0, 2.0]
+    X[1] = [0.0, 1.0, 2.0]  # (-0.0 == 0.0: the same point)
+    got = _distinct_rows(X)
+    np.testing.assert_array_equal(np.unique(got, axis=0), np.unique(X + 0.0, axis=0))
+    assert got.shape[0] == np.unique(X + 0.0, axis=0).shape[0]
