@@ -61,6 +61,7 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        Learner("itml", "mahal", "ITML_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 
@@ -80,6 +81,11 @@ def peer_learners(k=3):
                 counterpart="lmnn"),
         Learner("pylmnn", "pylmnn", "LargeMarginNearestNeighbor", {"n_neighbors": k},
                 counterpart="lmnn"),
+        # no warm-up (no JIT; its warm-up fit would cost as much as the timed one).
+        # Its default bounds need an n × n distance matrix of the pairs' points:
+        # about 2 GB on letter.
+        Learner("ml_itml", "metric-learn", "ITML_Supervised", {}, counterpart="itml",
+                warmup=False),
     ]
     return {l.name: l for l in ls}
 
