@@ -4,8 +4,9 @@ For each data set (the harness's splits: digits 70/30 stratified with seed 0, le
 fixed split; standardised on the training part), both libraries fit ``ITML`` (the pair
 learner) on the same pairs — ``Constraints(y_train).positive_negative_pairs(20 ·
 n_classes², random_state=0)``, metric-learn's default count for ``ITML_Supervised`` —
-with the same bounds (mahal's default: the 5th and 95th percentiles of the squared
-Euclidean distance between distinct training points, given to both as ``bounds``), the
+with the same bounds (metric-learn's default formula on the distinct training points:
+the 5th and 95th percentiles of their Euclidean distances, given to both as ``bounds``,
+so that metric-learn does not build the n × n distance matrix), the
 identity prior and the default ``gamma``, ``max_iter`` and ``tol``. metric-learn runs in
 its own virtualenv (``--peer-python``) on the same arrays, with one BLAS thread (mahal
 fits with one thread).
@@ -99,7 +100,7 @@ def main(argv=None):
                                                              random_state=0)
         pairs, y = wrap_pairs(s["Xtr"], abcd)
         d = pairs.shape[2]
-        bounds = default_bounds(np.unique(s["Xtr"], axis=0), np.eye(d), random_state=0)
+        bounds = default_bounds(np.unique(s["Xtr"], axis=0), random_state=0)
         diffs, similar = pairs[:, 0] - pairs[:, 1], y == 1
 
         def fit_mahal():

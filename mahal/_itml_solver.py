@@ -115,21 +115,21 @@ def itml_objective(M, diffs, similar, bounds, gamma, M0):
     return float(value + gamma * phi.sum())
 
 
-def default_bounds(points, M0, random_state=None):
-    """The 5th and 95th percentiles of ``d_M0`` between distinct points (the paper's
-    ``u`` and ``l``).
+def default_bounds(points, random_state=None):
+    """The default bounds: the 5th and 95th percentiles of the Euclidean distances
+    between distinct points (metric-learn's, without its self-distances).
 
-    Over every pair ``i < j`` of rows of ``points`` when there are at most
-    ``_EXACT_PAIRS`` of them, else over ``_SAMPLED_PAIRS`` pairs ``i ≠ j`` drawn with
-    ``random_state``. Squared distances under the prior, as the authors' code
-    (``ComputeDistanceExtremes(X, 5, 95, A0)``) and the constraints use.
+    metric-learn computes ``np.percentile(pairwise_distances(points), (5, 95))`` over
+    the ``n × n`` matrix, whose ``n`` zeros on the diagonal (a point's distance to
+    itself) make the 5th percentile 0 whenever ``n ≤ 20``, and then ``u = 1e-9``. Here
+    the percentiles are over the pairs ``i < j``: all of them when there are at most
+    ``_EXACT_PAIRS``, else ``_SAMPLED_PAIRS`` pairs ``i ≠ j`` drawn with
+    ``random_state``; never an ``n × n`` matrix.
 
     Parameters
     ----------
     points : ndarray of shape (n, d)
         Distinct points, ``n ≥ 2``.
-    M0 : ndarray of shape (d, d)
-        The prior.
     random_state : int, RandomState or None
         For sampling pairs of a large ``points``.
 
@@ -139,21 +139,19 @@ def default_bounds(points, M0, random_state=None):
         ``[u, l]``.
     """
     n = points.shape[0]
-    Z = points @ np.linalg.cholesky(M0)  # d_M0(x, x') = ‖(x − x') L0‖²
     if n * (n - 1) // 2 <= _EXACT_PAIRS:
         from scipy.spatial.distance import pdist
 
-        dist = pdist(Z, "sqeuclidean")
-    else:
-        rng = check_random_state(random_state)
-        i = rng.randint(0, n, size=_SAMPLED_PAIRS)
-        j = rng.randint(0, n - 1, size=_SAMPLED_PAIRS)
-        j += j >= i  # (never i itself)
-        dist = np.empty(_SAMPLED_PAIRS)
-        step = max(1, _BLOCK // max(Z.shape[1], 1))
-        for s in range(0, _SAMPLED_PAIRS, step):
-            D = Z[i[s:s + step]] - Z[j[s:s + step]]
-            dist[s:s + step] = np.einsum("ij,ij->i", D, D)
+        return np.percentile(pdist(points), (5, 95))
+    rng = check_random_state(random_state)
+    i = rng.randint(0, n, size=_SAMPLED_PAIRS)
+    j = rng.randint(0, n - 1, size=_SAMPLED_PAIRS)
+    j += j >= i  # (never i itself)
+    dist = np.empty(_SAMPLED_PAIRS)
+    step = max(1, _BLOCK // max(points.shape[1], 1))
+    for s in range(0, _SAMPLED_PAIRS, step):
+        D = points[i[s:s + step]] - points[j[s:s + step]]
+        dist[s:s + step] = np.sqrt(np.einsum("ij,ij->i", D, D))
     return np.percentile(dist, (5, 95))
 
 

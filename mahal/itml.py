@@ -121,7 +121,7 @@ class _ITMLSolverMixin:
             if points.shape[0] < 2:
                 raise ValueError(f"{name}: the default bounds need at least two "
                                  "distinct points; pass bounds=(u, l).")
-            bounds = default_bounds(points, M0, self.random_state)
+            bounds = default_bounds(points, self.random_state)
         else:
             bounds = _check_bounds(bounds)
         bounds = np.where(bounds == 0, _ZERO_BOUND, bounds)
@@ -169,7 +169,7 @@ class ITML(PairsClassifierMixin, MahalanobisMixin, _ITMLSolverMixin, BaseEstimat
         ``(n_pairs, 2)``; if a callable, it maps identifiers to points.
     random_state : int, RandomState or None
         For ``prior='random'``, and for the default bounds on more than 2000
-        distinct points (which are computed on a random sample of pairs).
+        distinct points (computed on 10⁶ random pairs of them).
     convergence_threshold : float or 'deprecated', default='deprecated'
         metric-learn's former name of ``tol`` (deprecated there since 0.6.3): when
         set, ``fit`` uses it as ``tol`` and warns with a ``FutureWarning``.
@@ -191,13 +191,16 @@ class ITML(PairsClassifierMixin, MahalanobisMixin, _ITMLSolverMixin, BaseEstimat
 
     Notes
     -----
-    The default bounds are the 5th and 95th percentiles of the squared distance
-    under the prior between distinct points of the pairs, as in the paper and the
-    authors' code; metric-learn 0.7 takes percentiles of the unsquared Euclidean
-    distance (including each point's zero distance to itself) while its constraints
-    bound squared distances. ``bounds=np.percentile(pairwise_distances(X), (5, 95))``
-    reproduces metric-learn's. A dissimilar pair of two identical points can never
-    be satisfied (its slack term is infinite): it is an error.
+    The default bounds are metric-learn's: the 5th and 95th percentiles of the
+    Euclidean (unsquared) distances between the distinct points of the pairs, used as
+    bounds on squared distances; but over pairs of distinct points, where
+    metric-learn also counts each point's zero distance to itself (which makes
+    ``u = 1e-9`` on a few points). The paper and the authors' code take percentiles
+    of the squared distance under the prior, ``d_M0``: pass those as ``bounds`` to
+    get the paper's program.
+
+    A dissimilar pair of two identical points can never be satisfied (its slack
+    term is infinite): it is an error.
 
     References
     ----------
@@ -243,8 +246,8 @@ class ITML(PairsClassifierMixin, MahalanobisMixin, _ITMLSolverMixin, BaseEstimat
         bounds : array-like of two numbers, optional
             ``(u, l)``: similar pairs should be at squared distance at most ``u``,
             dissimilar pairs at least ``l``. Default: the 5th and 95th percentiles
-            of the squared distance under the prior between the distinct points of
-            ``pairs``.
+            of the Euclidean distances between the distinct points of ``pairs``
+            (see Notes).
         calibration_params : dict, optional
             Keyword arguments of :meth:`calibrate_threshold` (e.g.
             ``{'strategy': 'f_beta', 'beta': 2}``), checked before the metric is
@@ -320,7 +323,7 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     ----------
     bounds_ : ndarray of shape (2,)
         ``(u, l)`` (see :class:`ITML`); by default the 5th and 95th percentiles of
-        the squared distance under the prior between distinct points of ``X``.
+        the Euclidean distances between distinct points of ``X``.
     components_ : ndarray of shape (n_features, n_features)
     n_iter_ : int
     n_features_in_ : int
@@ -374,7 +377,8 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
             Class labels (any hashable type; ``-1`` marks an unlabelled point).
         bounds : array-like of two numbers, optional
             ``(u, l)`` (see :meth:`ITML.fit`). Default: the 5th and 95th percentiles
-            of the squared distance under the prior between distinct points of ``X``.
+            of the Euclidean distances between distinct points of ``X`` (metric-learn
+            takes those of the points of the sampled pairs).
 
         Returns
         -------

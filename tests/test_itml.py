@@ -182,22 +182,37 @@ def test_prior_satisfying_every_constraint_is_the_answer():
     assert est.n_iter_ == 1
 
 
-def test_default_bounds_are_percentiles_of_squared_prior_distances():
+def test_default_bounds_are_metric_learns_without_self_distances():
+    # metric_learn/itml.py, _BaseITML._fit: percentiles (5, 95) of the Euclidean
+    # distances between the distinct points of the pairs (prior or not); metric-learn
+    # takes them over the n × n matrix, zero diagonal included
+    from sklearn.metrics import pairwise_distances
+
     _, pairs, y = _problem(8)
     M0 = np.diag([1.0, 2.0, 0.5, 3.0, 1.0])
     est = ITML(prior=M0).fit(pairs, y)
     points = np.unique(pairs.reshape(-1, 5), axis=0)
-    d2 = pdist(points, "mahalanobis", VI=M0) ** 2
-    np.testing.assert_allclose(est.bounds_, np.percentile(d2, (5, 95)), rtol=1e-10)
+    D = pairwise_distances(points)
+    off_diagonal = D[~np.eye(len(points), dtype=bool)]
+    np.testing.assert_allclose(est.bounds_, np.percentile(off_diagonal, (5, 95)),
+                               rtol=1e-2)
+    np.testing.assert_allclose(est.bounds_, np.percentile(pdist(points), (5, 95)),
+                               rtol=1e-12)
+    # on a handful of points metric-learn's zeros make u = 0 (then 1e-9); not here
+    X = np.array([[0., 0.], [0., 1.], [3., 0.], [3.3, 0.2]])
+    pairs = X[np.array([[0, 1], [2, 3], [0, 2], [1, 3]])]
+    assert np.percentile(pairwise_distances(X), 5) == 0.0
+    u, l = ITML().fit(pairs, [1, 1, -1, -1]).bounds_
+    assert u == pytest.approx(np.percentile(pdist(X), 5)) and u > 0.3
 
 
 def test_default_bounds_sampled_on_many_points():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2100, 3)) * [1.0, 3.0, 0.2]  # more than 2·10⁶ pairs
-    exact = np.percentile(pdist(X, "sqeuclidean"), (5, 95))
-    a = default_bounds(X, np.eye(3), random_state=0)
+    exact = np.percentile(pdist(X), (5, 95))
+    a = default_bounds(X, random_state=0)
     np.testing.assert_allclose(a, exact, rtol=0.02)
-    np.testing.assert_array_equal(a, default_bounds(X, np.eye(3), random_state=0))
+    np.testing.assert_array_equal(a, default_bounds(X, random_state=0))
 
 
 def test_zero_bound_becomes_tiny_and_bad_bounds_raise():
@@ -277,7 +292,7 @@ def test_supervised_is_itml_on_the_sampled_pairs(blobs):
     sup = ITML_Supervised(n_constraints=50, random_state=1).fit(X, y)
     a, b, c, d = Constraints(y).positive_negative_pairs(50, random_state=1)
     pairs, yp = wrap_pairs(X, (a, b, c, d))
-    bounds = np.percentile(pdist(np.unique(X, axis=0), "sqeuclidean"), (5, 95))
+    bounds = np.percentile(pdist(np.unique(X, axis=0)), (5, 95))
     ref = ITML().fit(pairs, yp, bounds=bounds)
     np.testing.assert_allclose(sup.bounds_, bounds, rtol=1e-12)
     np.testing.assert_allclose(sup.components_, ref.components_, rtol=1e-10,
