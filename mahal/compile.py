@@ -10,8 +10,9 @@ cache directory (beside the package, or ``NUMBA_CACHE_DIR``), so without this th
 first fits on a machine take seconds longer. This fits every learner on small
 synthetic problems chosen to take each code path whose kernels differ (LMNN: serial
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
-above the bounds of its NumPy path for small problems; MMC: full and diagonal), and
-predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
+above the bounds of its NumPy path for small problems; MMC: full and diagonal; ITML),
+and predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the
+cache.
 """
 
 import time
@@ -38,7 +39,8 @@ def _pairs(X, y, n_pairs=100, seed=0):
 def compile_all(verbose=False):
     """Fit every learner on small problems, so that every kernel is compiled and
     cached. Returns the seconds taken."""
-    from . import LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised, _mmc_small
+    from . import (ITML_Supervised, LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised,
+                   _mmc_small)
 
     t0 = time.perf_counter()
 
@@ -79,6 +81,10 @@ def compile_all(verbose=False):
         finally:
             _mmc_small._NUMPY_DIM, _mmc_small._NUMPY_BLOCK = bounds
         say("MMC, MMC_Supervised")
+        # (beyond the projections ITML runs in NumPy before its kernel takes over)
+        X, y = _blobs(200, 5)
+        ITML_Supervised(n_constraints=2000, max_iter=20, random_state=0).fit(X, y)
+        say("ITML")
     return time.perf_counter() - t0
 
 

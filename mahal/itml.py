@@ -267,12 +267,12 @@ class ITML(PairsClassifierMixin, MahalanobisMixin, _ITMLSolverMixin, BaseEstimat
         diffs = pairs[:, 0] - pairs[:, 1]
         zero = ~diffs.any(axis=1)
         similar = y == 1
-        if (zero & ~similar).any():
+        bad = np.flatnonzero(zero & ~similar)
+        if bad.shape[0]:
             raise ValueError(
-                f"ITML: {int((zero & ~similar).sum())} dissimilar pair(s) (label -1) "
-                f"join two identical points, e.g. pair {int(np.flatnonzero(zero & ~similar)[0])}: "
-                "no metric can put them apart, so the problem has no solution. Remove "
-                "those pairs or relabel them.")
+                f"ITML: {bad.shape[0]} dissimilar pair(s) (label -1) join two identical "
+                f"points, e.g. pair {int(bad[0])}: no metric can put them apart, so the "
+                "problem has no solution. Remove those pairs or relabel them.")
         # (a similar pair of identical points is always satisfied: it changes nothing)
         d = pairs.shape[2]
 
@@ -392,7 +392,7 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_constraints = self.n_constraints
         with warnings.catch_warnings():
-            if n_constraints is None:  # (the default count: fewer pairs than it is fine)
+            if n_constraints is None:  # (our default count: fewer pairs is fine)
                 n_constraints = 20 * np.unique(y).shape[0] ** 2
                 warnings.simplefilter("ignore", UserWarning)
             a, b, c, d = Constraints(y).positive_negative_pairs(
