@@ -121,7 +121,7 @@ def default_bounds(points, random_state=None):
 
     metric-learn computes ``np.percentile(pairwise_distances(points), (5, 95))`` over
     the ``n × n`` matrix, whose ``n`` zeros on the diagonal (a point's distance to
-    itself) make the 5th percentile 0 whenever ``n ≤ 20``, and then ``u = 1e-9``. Here
+    itself) make the 5th percentile 0 whenever ``n ≤ 19``, and then ``u = 1e-9``. Here
     the percentiles are over the pairs ``i < j``: all of them when there are at most
     ``_EXACT_PAIRS``, else ``_SAMPLED_PAIRS`` pairs ``i ≠ j`` drawn with
     ``random_state``; never an ``n × n`` matrix.
