@@ -26,6 +26,8 @@ _PUBLIC = {
     "TripletMargin": "triplet_margin",
     "TripletMargin_Supervised": "triplet_margin",
     "LFDA": "lfda",
+    "ITML": "itml",
+    "ITML_Supervised": "itml",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -11,8 +11,8 @@ first fits on a machine take seconds longer. This fits every learner on small
 synthetic problems chosen to take each code path whose kernels differ (LMNN: serial
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
 above the bounds of its NumPy path for small problems; MMC: full and diagonal;
-TripletMargin_Supervised: each mining rule), and
-predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
+TripletMargin_Supervised: each mining rule; ITML), and predicts with
+``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
 """
 
 import time
@@ -39,7 +39,8 @@ def _pairs(X, y, n_pairs=100, seed=0):
 def compile_all(verbose=False):
     """Fit every learner on small problems, so that every kernel is compiled and
     cached. Returns the seconds taken."""
-    from . import LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised, _mmc_small
+    from . import (ITML_Supervised, LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised,
+                   _mmc_small)
 
     t0 = time.perf_counter()
 
@@ -86,6 +87,10 @@ def compile_all(verbose=False):
             TripletMargin_Supervised(mining=mining, max_iter=1,
                                      random_state=0).fit(*tiny)
         say("TripletMargin_Supervised")
+        # (beyond the projections ITML runs in NumPy before its kernel takes over)
+        X, y = _blobs(200, 5)
+        ITML_Supervised(n_constraints=2000, max_iter=20, random_state=0).fit(X, y)
+        say("ITML")
     return time.perf_counter() - t0
 
 

@@ -424,3 +424,70 @@ def triplet_margin(triplets, margin=1.0, solver=None):
     return M.value, float(value)
 
 # === end Contrastive and TripletMargin ===
+
+
+
+# === ITML (owned by the ITML module's author) ===
+
+def itml(pairs, y, bounds, gamma=1.0, prior=None, solver=None):
+    """ITML (Davis et al. 2007) solved to optimality by cvxpy.
+
+    ``min_{M ⪰ 0, ξ > 0} tr(M M0⁻¹) − log det(M M0⁻¹) − d
+    + γ Σ_c (ξ_c/ξ0_c − log(ξ_c/ξ0_c) − 1)`` subject to ``δ_cᵀ M δ_c ≤ ξ_c`` on
+    similar pairs (``ξ0_c = u``) and ``≥ ξ_c`` on dissimilar ones (``ξ0_c = l``);
+    ``−log det`` and ``−log`` are convex, the constraints linear in ``(M, ξ)``. With
+    ``gamma=inf`` the slacks are fixed at ``ξ0`` (hard constraints).
+
+    Parameters
+    ----------
+    pairs : array-like of shape (n_pairs, 2, n_features)
+        The two points of each pair.
+    y : array-like of shape (n_pairs,), values in {−1, +1}
+        +1 for a similar pair, −1 for a dissimilar one.
+    bounds : (float, float)
+        ``(u, l)``.
+    gamma : float, default=1.0
+        Weight of the slack divergence.
+    prior : ndarray of shape (n_features, n_features), optional
+        ``M0`` (positive definite); default the identity.
+    solver : str, optional
+        A cvxpy solver name (default Clarabel).
+
+    Returns
+    -------
+    M : ndarray (n_features, n_features)
+    objective : float
+        The objective at the optimum (cvxpy's value).
+    """
+    cp = _cvxpy()
+    pairs = np.asarray(pairs, dtype=float)
+    y = np.asarray(y)
+    diffs = pairs[:, 0] - pairs[:, 1]
+    d = diffs.shape[1]
+    M0 = np.eye(d) if prior is None else np.asarray(prior, dtype=float)
+    M0_inv = np.linalg.inv(M0)
+    M0_inv = 0.5 * (M0_inv + M0_inv.T)
+    logdet_M0 = np.linalg.slogdet(M0)[1]
+    u, l = float(bounds[0]), float(bounds[1])
+    xi0 = np.where(y == 1, u, l)
+    M = cp.Variable((d, d), PSD=True)
+    dist = cp.sum(cp.multiply(diffs @ M, diffs), axis=1)
+    objective = cp.trace(M0_inv @ M) - cp.log_det(M) + logdet_M0 - d
+    sim, dis = y == 1, y == -1
+    if np.isinf(gamma):
+        constraints = [dist[sim] <= xi0[sim], dist[dis] >= xi0[dis]]
+    else:
+        xi = cp.Variable(diffs.shape[0], pos=True)
+        objective = objective + gamma * cp.sum(cp.multiply(xi, 1.0 / xi0) - cp.log(xi)
+                                               + np.log(xi0) - 1.0)
+        constraints = [dist[sim] <= xi[sim], dist[dis] >= xi[dis]]
+    constraints = [c for c, k in zip(constraints, (sim, dis)) if k.any()]
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    problem.solve(solver=solver or cp.CLARABEL)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the problem: status "
+                           f"{problem.status!r}.")
+    Mv = 0.5 * (M.value + M.value.T)
+    return Mv, float(problem.value)
+
+# === end ITML ===

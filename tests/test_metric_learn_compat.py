@@ -24,6 +24,7 @@ from mahal import LMNN, MMC, Covariance, MMC_Supervised
 from mahal import Contrastive_Supervised, TripletMargin_Supervised
 from mahal import LSML_Supervised, RCA_Supervised
 from mahal import LFDA
+from mahal import ITML_Supervised
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -54,6 +55,7 @@ def _transformers():
         Contrastive_Supervised(random_state=0),
         TripletMargin_Supervised(random_state=0),
         LFDA(),
+        ITML_Supervised(random_state=0),
     ]
 
 

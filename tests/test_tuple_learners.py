@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mahal import MMC
 from mahal import Contrastive
+from mahal import ITML
 from mahal.constraints import Constraints, wrap_pairs
 
 from test_base import FixedPairs
@@ -25,6 +26,7 @@ PAIR_LEARNERS = [
     MMC(random_state=0),
     MMC(diagonal=True, random_state=0),
     Contrastive(random_state=0),
+    ITML(random_state=0),
 ]
 
 
