@@ -193,13 +193,16 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
                 f"{np.linalg.cond(P):.3g}): {exc}. Rescale the data (e.g. "
                 f"StandardScaler), lower balance_param, or raise sparsity_param."
             ) from exc
-    for w in caught:
-        if issubclass(w.category, Warning) and "did not converge" in str(w.message):
-            from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning
 
-            warnings.warn(f"{name}: the graphical lasso did not converge in "
-                          f"{max_iter} iterations: {w.message}", ConvergenceWarning,
-                          stacklevel=6)
+    unconverged = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unconverged:
+        warnings.warn(f"{name}: the graphical lasso did not converge "
+                      f"({n_iter} of at most {max_iter} iterations): "
+                      f"{unconverged[-1].message}", ConvergenceWarning, stacklevel=6)
     M = 0.5 * (M + M.T)
     if not np.all(np.isfinite(M)):
         raise RuntimeError(f"{name}: the graphical lasso returned a non-finite metric "

@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.preprocessing import StandardScaler
 
-from mahal import MMC
+from mahal import MMC, SDML
 from mahal.constraints import Constraints, wrap_pairs
 
 from test_base import FixedPairs
@@ -23,6 +23,7 @@ PAIR_LEARNERS = [
     FixedPairs(),
     MMC(random_state=0),
     MMC(diagonal=True, random_state=0),
+    SDML(balance_param=1e-3, random_state=0),
 ]
 
 
