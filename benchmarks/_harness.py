@@ -61,6 +61,12 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        # metric-learn's defaults (balance_param=0.5): P is indefinite on every
+        # benchmark data set, mahal lowers balance_param (with a warning)
+        Learner("sdml", "mahal", "SDML_Supervised", {}),
+        # a balance_param for which P is positive definite on all of them (letter
+        # and digits included), where metric-learn's fit succeeds
+        Learner("sdml_pd", "mahal", "SDML_Supervised", {"balance_param": 1e-5}),
     ]
     return {l.name: l for l in ls}
 
@@ -80,6 +86,9 @@ def peer_learners(k=3):
                 counterpart="lmnn"),
         Learner("pylmnn", "pylmnn", "LargeMarginNearestNeighbor", {"n_neighbors": k},
                 counterpart="lmnn"),
+        Learner("ml_sdml", "metric-learn", "SDML_Supervised", {}, counterpart="sdml"),
+        Learner("ml_sdml_pd", "metric-learn", "SDML_Supervised",
+                {"balance_param": 1e-5}, counterpart="sdml_pd"),
     ]
     return {l.name: l for l in ls}
 

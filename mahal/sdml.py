@@ -223,8 +223,11 @@ class SDML(PairsClassifierMixin, MahalanobisMixin, _SDMLSolverMixin, BaseEstimat
         calibration_params = dict(calibration_params or {})
         self._validate_calibration_params(**calibration_params)
         pairs, y = self._validate_pairs_fit(pairs, y)
-        # the prior's points: each distinct point of the pairs once (metric-learn's)
-        points = np.unique(pairs.reshape(-1, pairs.shape[2]), axis=0)
+        points = pairs.reshape(-1, pairs.shape[2])
+        if isinstance(self.prior, str) and self.prior == "covariance":
+            # each distinct point of the pairs once, as metric-learn (a sort: only
+            # when the prior needs the points)
+            points = np.unique(points, axis=0)
         self._solve(pair_loss_matrix(pairs[:, 0] - pairs[:, 1], y), points)
         self.calibrate_threshold(pairs, y, **calibration_params)
         return self
