@@ -11,7 +11,10 @@ SDML (Qi, Tang, Zha & Zhu, ICML 2009, eq. 8) learns
 covariance this is the graphical lasso (Friedman, Hastie & Tibshirani 2008, whose
 penalty also spares the diagonal), solved here by scikit-learn's
 ``sklearn.covariance.graphical_lasso`` (block coordinate descent on the rows of
-``W = M⁻¹``).
+``W = M⁻¹``), with its inner lasso solves to a tighter tolerance than its default:
+on an ill-conditioned ``P`` the default stalls short of the optimum. (Own solvers —
+ADMM, a QUIC-style proximal Newton — were tried on such a ``P`` and converged far more
+slowly; see docs/solver_notes.rst.)
 
 When is the problem well posed? If ``P ≻ 0``, ``tr(M P) ≥ λ_min(P) tr M`` dominates
 ``log det M``: the objective is bounded below, strictly convex, with one minimiser.
@@ -128,7 +131,7 @@ def effective_balance(prior_inv, loss_matrix, balance_param):
 
 
 def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-4,
-               max_iter=100, verbose=False, name="SDML"):
+               enet_tol=1e-8, max_iter=100, verbose=False, name="SDML"):
     """Solve SDML by the graphical lasso on ``P``, repairing ``η`` if ``P ⊁ 0``.
 
     Parameters
@@ -143,6 +146,10 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
         ``λ``.
     tol : float
         Stop when the graphical lasso's duality gap falls below ``tol``.
+    enet_tol : float
+        Tolerance of the graphical lasso's inner lasso solves (scikit-learn's
+        ``enet_tol``; its default, 1e-4, stalls short of the optimum on
+        ill-conditioned ``P``).
     max_iter : int
         Maximum number of sweeps of the graphical lasso.
     verbose : bool
@@ -185,13 +192,18 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
         warnings.simplefilter("always")
         try:
             _, M, n_iter = graphical_lasso(P, alpha=sparsity_param, tol=tol,
+                                           enet_tol=enet_tol,
                                            max_iter=max_iter, verbose=bool(verbose),
                                            return_n_iter=True)
         except FloatingPointError as exc:
             raise RuntimeError(
-                f"{name}: the graphical lasso failed on P (condition number "
-                f"{np.linalg.cond(P):.3g}): {exc}. Rescale the data (e.g. "
-                f"StandardScaler), lower balance_param, or raise sparsity_param."
+                f"{name}: scikit-learn's graphical lasso failed on P, whose condition "
+                f"number is {np.linalg.cond(P):.3g} ({exc}). This happens with a "
+                f"small sparsity_param on an ill-conditioned P, typically "
+                f"prior='covariance' with strongly correlated features: raise "
+                f"sparsity_param (e.g. to {3 * sparsity_param:g}), use "
+                f"prior='identity', or decorrelate the features first (e.g. "
+                f"sklearn.decomposition.PCA(whiten=True))."
             ) from exc
     from sklearn.exceptions import ConvergenceWarning
 
@@ -204,10 +216,11 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
                       f"({n_iter} of at most {max_iter} iterations): "
                       f"{unconverged[-1].message}", ConvergenceWarning, stacklevel=6)
     M = 0.5 * (M + M.T)
-    if not np.all(np.isfinite(M)):
-        raise RuntimeError(f"{name}: the graphical lasso returned a non-finite metric "
-                           f"(P's condition number {np.linalg.cond(P):.3g}). Rescale "
-                           "the data, lower balance_param, or raise sparsity_param.")
+    if not np.all(np.isfinite(M)) or np.linalg.eigvalsh(M)[0] <= 0:
+        raise RuntimeError(f"{name}: scikit-learn's graphical lasso returned a metric "
+                           f"that is not finite or not positive definite (P's "
+                           f"condition number: {np.linalg.cond(P):.3g}). Raise "
+                           f"sparsity_param or use prior='identity'.")
     info = {"balance_param": eta, "mu": mu, "repaired": repaired, "P": P,
             "objective": sdml_objective(M, P, sparsity_param)}
     return M, int(n_iter), info
