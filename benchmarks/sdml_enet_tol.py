@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""SDML's graphical lasso: scikit-learn's inner tolerance ``enet_tol`` against 1e-8.
+
+1. An ill-conditioned ``P``: ``prior='covariance'`` on breast cancer (standardised, 30
+   correlated features), 80 pairs of each kind (``Constraints``, seed 0),
+   ``balance_param=1e-5``; for ``sparsity_param`` 0.01, 0.03, 0.1 and each
+   ``enet_tol``: sweeps, time, and the objective's distance to the cvxpy optimum.
+2. The benchmark data (quick protocol, split 0, identity prior, ``20 · n_classes²``
+   pairs, ``balance_param`` 0.5 and 1e-5): sweeps, best time of 5, objective, for the
+   two tolerances alternately.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/sdml_enet_tol.py
+"""
+
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _harness as H  # noqa: E402
+
+
+def pairs_loss(X, y, n_pairs):
+    from mahal._sdml_solver import pair_loss_matrix
+    from mahal.constraints import Constraints
+
+    a, b, c, d = Constraints(y).positive_negative_pairs(
+        n_pairs, random_state=np.random.RandomState(0))
+    diffs = np.concatenate([X[a] - X[b], X[c] - X[d]])
+    labels = np.concatenate([np.ones(len(a)), -np.ones(len(c))])
+    return pair_loss_matrix(diffs, labels)
+
+
+def main():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from mahal import reference
+    from mahal._sdml_solver import sdml_matrix, sdml_solve
+
+    warnings.simplefilter("ignore")
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    C = np.cov(X, rowvar=False)
+    L = pairs_loss(X, y, 80)
+    P = sdml_matrix(C, L, 1e-5)
+    print(f"breast cancer, prior='covariance': cond(P) = {np.linalg.cond(P):.3g}")
+    for lam in (0.01, 0.03, 0.1):
+        _, f_ref = reference.sdml(P, lam)
+        for enet_tol in (1e-4, 1e-6, 1e-7, 1e-8):
+            t = time.perf_counter()
+            try:
+                M, n_iter, info = sdml_solve(C, L, 1e-5, lam, enet_tol=enet_tol)
+            except RuntimeError:
+                print(f"  λ={lam:<5g} enet_tol={enet_tol:<6g} failed "
+                      f"({time.perf_counter() - t:.3f} s)")
+                continue
+            gap = (info["objective"] - f_ref) / abs(f_ref)
+            print(f"  λ={lam:<5g} enet_tol={enet_tol:<6g} {n_iter:>3} sweeps "
+                  f"{time.perf_counter() - t:.3f} s  relative excess {gap:.2e}")
+    print("benchmark data, identity prior (best of 5 ms / sweeps / objective)")
+    for name in ("iris", "breast_cancer", "digits", "letter"):
+        s = H.load_splits(name, "quick", 1, 0)[0]
+        X, y = s["Xtr"], s["ytr"]
+        L = pairs_loss(X, y, 20 * len(np.unique(y)) ** 2)
+        for eta in (0.5, 1e-5):
+            cells = []
+            for enet_tol in (1e-4, 1e-8, 1e-4, 1e-8):
+                times = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    M, n_iter, info = sdml_solve(np.eye(X.shape[1]), L, eta, 0.01,
+                                                 enet_tol=enet_tol)
+                    times.append(time.perf_counter() - t)
+                cells.append(f"{enet_tol:g}: {min(times) * 1e3:.1f} / {n_iter} / "
+                             f"{info['objective']:.6f}")
+            print(f"  {name:<14} η={eta:<6g} " + "  ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
