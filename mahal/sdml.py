@@ -100,8 +100,6 @@ class _SDMLSolverMixin:
 
     def _solve(self, loss_matrix, points):
         name = type(self).__name__
-        if points.shape[1] < 1:
-            raise ValueError(f"{name} needs at least one feature.")
         prior_inv = _prior_inverse(points, self.prior, self.random_state, name)
         M, n_iter, info = sdml_solve(prior_inv, loss_matrix, float(self.balance_param),
                                      float(self.sparsity_param), tol=_TOL,
@@ -267,6 +265,12 @@ class SDML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     balance_param_ : float
         The ``η`` used (see :class:`SDML`).
     n_features_in_ : int
+
+    See Also
+    --------
+    SDML : the problem solved, and what happens when ``P`` is not positive definite
+        (with the default ``balance_param`` and ``20 · n_classes²`` pairs of each
+        kind, that is the usual case on standardised data).
 
     Examples
     --------

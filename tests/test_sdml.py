@@ -304,3 +304,30 @@ def test_ill_conditioned_P_reaches_the_optimum_or_says_what_to_change():
         _, f_ref = reference.sdml(P, lam)
         f = reference.sdml_objective(sdml.get_mahalanobis_matrix(), P, lam)
         assert abs(f - f_ref) <= 1e-3 * abs(f_ref)
+
+
+def test_pipeline_and_grid_search_on_index_pairs():
+    # pairs as indices into X (the preprocessor), in a Pipeline, cross-validated
+    # and grid-searched over sparsity_param, scored by ROC AUC
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    a, b, c, d = Constraints(y).positive_negative_pairs(
+        60, random_state=np.random.RandomState(0))
+    idx = np.concatenate([np.stack([a, b], 1), np.stack([c, d], 1)])
+    yp = np.concatenate([np.ones(len(a)), -np.ones(len(c))])
+    pipe = Pipeline([("sdml", SDML(balance_param=1e-3, preprocessor=X))])
+    scores = cross_val_score(pipe, idx, yp, cv=3, scoring="roc_auc")
+    # the same folds by hand: the pipeline adds nothing but must change nothing
+    from sklearn.model_selection import StratifiedKFold
+    by_hand = []
+    for train, test in StratifiedKFold(3).split(idx, yp):
+        est = SDML(balance_param=1e-3, preprocessor=X).fit(idx[train], yp[train])
+        by_hand.append(est.score(idx[test], yp[test]))
+    np.testing.assert_allclose(scores, by_hand)
+    grid = GridSearchCV(pipe, {"sdml__sparsity_param": [0.01, 0.5]}, cv=3,
+                        scoring="roc_auc").fit(idx, yp)
+    assert grid.best_params_["sdml__sparsity_param"] in (0.01, 0.5)
+    assert grid.best_estimator_["sdml"].balance_param_ == 1e-3
