@@ -9,6 +9,7 @@ import pytest
 import scipy.linalg
 from sklearn.covariance import graphical_lasso
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -16,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import SDML, SDML_Supervised, reference
-from mahal._sdml_solver import pair_loss_matrix, sdml_objective
+from mahal._sdml_solver import pair_loss_matrix, sdml_objective, sdml_solve
 from mahal.constraints import Constraints, wrap_pairs
 from mahal.exceptions import NonPSDError
 
@@ -296,7 +297,11 @@ def test_ill_conditioned_P_reaches_the_optimum_or_says_what_to_change():
     P = reference.sdml_matrix(pairs, yp, np.cov(X, rowvar=False), 1e-5)
     for lam in (0.01, 0.03):
         try:
-            sdml = SDML_Supervised(sparsity_param=lam, **kw).fit(X, y)
+            with warnings.catch_warnings():
+                # converged: no ConvergenceWarning (the inner lasso solves' own
+                # warnings, at gaps of 1e-8, are not passed on)
+                warnings.simplefilter("error", ConvergenceWarning)
+                sdml = SDML_Supervised(sparsity_param=lam, **kw).fit(X, y)
         except RuntimeError as exc:
             assert lam == 0.01
             assert "raise sparsity_param (e.g. to 0.03)" in str(exc)
@@ -304,6 +309,11 @@ def test_ill_conditioned_P_reaches_the_optimum_or_says_what_to_change():
         _, f_ref = reference.sdml(P, lam)
         f = reference.sdml_objective(sdml.get_mahalanobis_matrix(), P, lam)
         assert abs(f - f_ref) <= 1e-3 * abs(f_ref)
+    # the same P with a budget of 2 sweeps: the duality gap is named
+    L = pair_loss_matrix(pairs[:, 0] - pairs[:, 1], yp)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 2 iterations "
+                                                r"\(duality gap"):
+        sdml_solve(np.cov(X, rowvar=False), L, 1e-5, 0.03, max_iter=2)
 
 
 def test_pipeline_and_grid_search_on_index_pairs():
