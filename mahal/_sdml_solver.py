@@ -9,12 +9,16 @@ SDML (Qi, Tang, Zha & Zhu, ICML 2009, eq. 8) learns
 ``λ`` the ``sparsity_param``, ``δ_p`` the difference of the two points of pair ``p`` and
 ``y_p = +1`` (similar) or ``−1`` (dissimilar). With ``P`` in the place of an empirical
 covariance this is the graphical lasso (Friedman, Hastie & Tibshirani 2008, whose
-penalty also spares the diagonal), solved here by scikit-learn's
-``sklearn.covariance.graphical_lasso`` (block coordinate descent on the rows of
-``W = M⁻¹``), with its inner lasso solves to a tighter tolerance than its default:
-on an ill-conditioned ``P`` the default stalls short of the optimum. (Own solvers —
-ADMM, a QUIC-style proximal Newton — were tried on such a ``P`` and converged far more
-slowly; see docs/solver_notes.rst.)
+penalty also spares the diagonal). Two solvers of it:
+
+* scikit-learn's ``sklearn.covariance.graphical_lasso`` (block coordinate descent on
+  the rows of ``W = M⁻¹``, :func:`glasso_sklearn`) for up to 64 features, where it
+  needs no numba start-up; its inner lasso solves run to a tighter tolerance than its
+  default, which stalls short of the optimum on an ill-conditioned ``P``;
+* the same algorithm compiled (:mod:`mahal._sdml_kernels`, :func:`glasso_compiled`),
+  whose row lasso gets the sweeps it needs: above 64 features (where it is many times
+  faster) and wherever scikit-learn's fails (it stops with "Non SPD result" on an
+  ill-conditioned ``P``, e.g. ``prior='covariance'`` on correlated features).
 
 When is the problem well posed? If ``P ≻ 0``, ``tr(M P) ≥ λ_min(P) tr M`` dominates
 ``log det M``: the objective is bounded below, strictly convex, with one minimiser.
@@ -23,9 +27,10 @@ along ``v``), ``M = I + t v vᵀ`` makes ``tr(M P)`` fall linearly in ``t`` whil
 ``log det M`` grows like ``log t``: the problem is unbounded unless the ℓ1 term of the
 off-diagonal entries outweighs the fall (in general an SDP to decide). Every solver then
 breaks down: metric-learn 0.7 shifts only the *starting point* and hands the indefinite
-``P`` to the graphical lasso, which raises (metric-learn issues 154, 162, 190) — on the
-standardised iris, wine, breast cancer and digits with its default ``balance_param``,
-it fails on all four.
+``P`` to the graphical lasso, which returns a matrix that is not positive definite (or
+raises), and metric-learn raises a ``RuntimeError`` (its issues 154, 162, 190) — with
+its default ``balance_param``, on every standardised benchmark data set (iris, wine,
+balance, breast cancer, digits, letter).
 
 mahal detects this before solving (:func:`effective_balance`): with ``μ`` the smallest
 generalised eigenvalue of the pair term relative to the prior (``L v = μ M0⁻¹ v``,
@@ -49,6 +54,17 @@ import scipy.linalg
 _PD_MARGIN = 1e-8
 # The repaired P is at least this fraction of M0⁻¹ in every direction.
 _REPAIR_FLOOR = 0.5
+# Up to this many features scikit-learn's graphical lasso, which needs no numba start-up
+# (0.6-0.8 s per process): it takes ~25 ms at 64 features, so a process must fit some
+# 30 such problems before the compiled solver's start-up pays; at 164 it took 3.4 s
+# against the compiled solver's 0.11 s (docs/solver_notes.rst).
+_SKLEARN_MAX_FEATURES = 64
+# The compiled block coordinate descent: stop when a pass changes no entry of W by more
+# than _BCD_TOL · max|P_ij|; each row's lasso gets up to _BCD_INNER_SWEEPS sweeps, to a
+# relative step of _BCD_INNER_TOL.
+_BCD_TOL = 1e-8
+_BCD_INNER_SWEEPS = 10000
+_BCD_INNER_TOL = 1e-10
 
 
 def pair_loss_matrix(diffs, y):
@@ -130,9 +146,79 @@ def effective_balance(prior_inv, loss_matrix, balance_param):
     return (1.0 - _REPAIR_FLOOR) / -mu, mu
 
 
+def _is_positive_definite(M):
+    return bool(np.all(np.isfinite(M))) and np.linalg.eigvalsh(M)[0] > 0
+
+
+def glasso_sklearn(P, sparsity_param, *, tol, enet_tol, max_iter, verbose=False):
+    """scikit-learn's graphical lasso on ``P``; None when it fails.
+
+    Failing means: it raises (``FloatingPointError``, "Non SPD result"), returns a
+    matrix that is not finite or not positive definite, or runs out of sweeps with
+    its duality gap above ``tol``. Its inner lasso solves' own ``ConvergenceWarning``
+    (gaps of 1e-8 against a tolerance of 1e-8) says nothing about the result and is
+    dropped.
+
+    Returns
+    -------
+    M : ndarray of shape (d, d) or None
+    n_iter : int
+    """
+    from sklearn.covariance import graphical_lasso
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _, M, costs, n_iter = graphical_lasso(
+                P, alpha=sparsity_param, tol=tol, enet_tol=enet_tol, max_iter=max_iter,
+                verbose=bool(verbose), return_costs=True, return_n_iter=True)
+        except FloatingPointError:
+            return None, max_iter
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if n_iter >= max_iter and not (costs and abs(costs[-1][1]) < tol):
+        return None, n_iter
+    M = 0.5 * (M + M.T)
+    return (M if _is_positive_definite(M) else None), n_iter
+
+
+def glasso_compiled(P, sparsity_param, *, max_iter):
+    """The compiled block coordinate descent of :mod:`mahal._sdml_kernels` on ``P``.
+
+    ``M`` is assembled from the rows' lasso coefficients ``β`` (``M_jj = 1 / (W_jj −
+    w_jᵀ β_j)``, ``M_kj = −β_kj M_jj``), which keeps the zeros of the lasso; when that
+    symmetrised matrix is not positive definite (inexact ``β``), ``W⁻¹`` instead.
+
+    Returns
+    -------
+    M : ndarray of shape (d, d)
+    n_iter : int
+    converged : bool
+    """
+    from ._sdml_kernels import glasso_bcd
+
+    W, B, n_iter, converged = glasso_bcd(np.ascontiguousarray(P), float(sparsity_param),
+                                         int(max_iter), _BCD_TOL, _BCD_INNER_SWEEPS,
+                                         _BCD_INNER_TOL)
+    diag = 1.0 / (np.diag(W) - np.einsum("jk,kj->j", W, B))
+    M = -B * diag
+    M[np.diag_indices_from(M)] = diag
+    M = 0.5 * (M + M.T)
+    if not _is_positive_definite(M):
+        M = np.linalg.inv(W)
+        M = 0.5 * (M + M.T)
+    return M, int(n_iter), bool(converged)
+
+
 def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-4,
                enet_tol=1e-8, max_iter=100, verbose=False, name="SDML"):
     """Solve SDML by the graphical lasso on ``P``, repairing ``η`` if ``P ⊁ 0``.
+
+    Up to ``_SKLEARN_MAX_FEATURES`` features, scikit-learn's graphical lasso
+    (:func:`glasso_sklearn`: no numba start-up); above, or where it fails, the
+    compiled block coordinate descent (:func:`glasso_compiled`).
 
     Parameters
     ----------
@@ -145,15 +231,15 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
     sparsity_param : float
         ``λ``.
     tol : float
-        Stop when the graphical lasso's duality gap falls below ``tol``.
+        scikit-learn's graphical lasso stops when its duality gap falls below ``tol``.
     enet_tol : float
-        Tolerance of the graphical lasso's inner lasso solves (scikit-learn's
-        ``enet_tol``; its default, 1e-4, stalls short of the optimum on
-        ill-conditioned ``P``).
+        Tolerance of its inner lasso solves (scikit-learn's ``enet_tol``; its default,
+        1e-4, stalls short of the optimum on ill-conditioned ``P``).
     max_iter : int
-        Maximum number of sweeps of the graphical lasso.
+        Maximum number of sweeps over the columns, of either solver.
     verbose : bool
-        Print the graphical lasso's per-iteration cost and duality gap.
+        Print which solver ran and how many sweeps it took (scikit-learn's also prints
+        its cost and duality gap at each sweep).
     name : str
         The estimator's name, for messages.
 
@@ -164,10 +250,9 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
     n_iter : int
     info : dict
         ``balance_param`` (the ``η`` used), ``mu`` (see :func:`effective_balance`),
-        ``repaired`` (bool), ``P`` and ``objective``.
+        ``repaired`` (bool), ``solver`` ('closed form', 'scikit-learn' or
+        'compiled'), ``P`` and ``objective``.
     """
-    from sklearn.covariance import graphical_lasso
-
     eta, mu = effective_balance(prior_inv, loss_matrix, balance_param)
     repaired = eta != balance_param
     if repaired:
@@ -181,47 +266,31 @@ def sdml_solve(prior_inv, loss_matrix, balance_param, sparsity_param, *, tol=1e-
             f"balance_param below {1.0 / -mu:.4g}, or use a prior with a larger "
             f"inverse (e.g. a scaled identity).", UserWarning, stacklevel=6)
     P = sdml_matrix(prior_inv, loss_matrix, eta)
-    if P.shape[0] == 1:  # no off-diagonal entry: M = P⁻¹ exactly
-        M = 1.0 / P
-        return M, 0, {"balance_param": eta, "mu": mu, "repaired": repaired, "P": P,
-                      "objective": sdml_objective(M, P, sparsity_param)}
+    d = P.shape[0]
+    M, solver, n_iter, converged = None, "closed form", 0, True
+    if d == 1 or sparsity_param == 0:  # no ℓ1 term: M = P⁻¹ exactly
+        M = np.linalg.inv(P)
+        M = 0.5 * (M + M.T)
+    elif d <= _SKLEARN_MAX_FEATURES:
+        M, n_iter = glasso_sklearn(P, sparsity_param, tol=tol, enet_tol=enet_tol,
+                                   max_iter=max_iter, verbose=verbose)
+        solver = "scikit-learn"
+    if M is None:
+        M, n_iter, converged = glasso_compiled(P, sparsity_param, max_iter=max_iter)
+        solver = "compiled"
     if verbose:
-        print(f"[{name}] graphical lasso on P (d={P.shape[0]}, balance_param={eta:.4g}, "
-              f"sparsity_param={sparsity_param:g})")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            _, M, costs, n_iter = graphical_lasso(
-                P, alpha=sparsity_param, tol=tol, enet_tol=enet_tol, max_iter=max_iter,
-                verbose=bool(verbose), return_costs=True, return_n_iter=True)
-        except FloatingPointError as exc:
-            raise RuntimeError(
-                f"{name}: scikit-learn's graphical lasso failed on P, whose condition "
-                f"number is {np.linalg.cond(P):.3g} ({exc}). This happens with a "
-                f"small sparsity_param on an ill-conditioned P, typically "
-                f"prior='covariance' with strongly correlated features: raise "
-                f"sparsity_param (e.g. to {3 * sparsity_param:g}), use "
-                f"prior='identity', or decorrelate the features first (e.g. "
-                f"sklearn.decomposition.PCA(whiten=True))."
-            ) from exc
-    # The graphical lasso's duality gap is the stopping rule: its inner lasso solves
-    # may warn that they stopped short (a gap of 1e-8 against a tolerance of 1e-8),
-    # which says nothing about the result; only the outer loop's budget matters.
-    from sklearn.exceptions import ConvergenceWarning
+        print(f"[{name}] graphical lasso ({solver}) on P: d={d}, balance_param="
+              f"{eta:.4g}, sparsity_param={sparsity_param:g}, {n_iter} sweeps")
+    if not converged:
+        from sklearn.exceptions import ConvergenceWarning
 
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if n_iter >= max_iter and not (costs and abs(costs[-1][1]) < tol):
         warnings.warn(f"{name}: the graphical lasso did not converge in {max_iter} "
-                      f"iterations (duality gap {costs[-1][1]:.3g}, tolerance {tol:g}).",
-                      ConvergenceWarning, stacklevel=6)
-    M = 0.5 * (M + M.T)
-    if not np.all(np.isfinite(M)) or np.linalg.eigvalsh(M)[0] <= 0:
-        raise RuntimeError(f"{name}: scikit-learn's graphical lasso returned a metric "
-                           f"that is not finite or not positive definite (P's "
-                           f"condition number: {np.linalg.cond(P):.3g}). Raise "
-                           f"sparsity_param or use prior='identity'.")
-    info = {"balance_param": eta, "mu": mu, "repaired": repaired, "P": P,
-            "objective": sdml_objective(M, P, sparsity_param)}
-    return M, int(n_iter), info
+                      "sweeps over the columns.", ConvergenceWarning, stacklevel=6)
+    if not _is_positive_definite(M):
+        raise RuntimeError(f"{name}: the graphical lasso returned a metric that is not "
+                           f"finite or not positive definite (P's condition number: "
+                           f"{np.linalg.cond(P):.3g}). Raise sparsity_param, or use "
+                           f"prior='identity'.")
+    info = {"balance_param": eta, "mu": mu, "repaired": repaired, "solver": solver,
+            "P": P, "objective": sdml_objective(M, P, sparsity_param)}
+    return M, n_iter, info

@@ -10,7 +10,8 @@ cache directory (beside the package, or ``NUMBA_CACHE_DIR``), so without this th
 first fits on a machine take seconds longer. This fits every learner on small
 synthetic problems chosen to take each code path whose kernels differ (LMNN: serial
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
-above the bounds of its NumPy path for small problems; MMC: full and diagonal), and
+above the bounds of its NumPy path for small problems; MMC: full and diagonal; SDML:
+above 64 features), and
 predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
 """
 
@@ -79,6 +80,11 @@ def compile_all(verbose=False):
         finally:
             _mmc_small._NUMPY_DIM, _mmc_small._NUMPY_BLOCK = bounds
         say("MMC, MMC_Supervised")
+        # (above 64 features: SDML's compiled graphical lasso)
+        from . import SDML_Supervised
+
+        SDML_Supervised(random_state=0).fit(*_blobs(200, 70))
+        say("SDML_Supervised")
     return time.perf_counter() - t0
 
 

@@ -142,7 +142,9 @@ class SDML(PairsClassifierMixin, MahalanobisMixin, _SDMLSolverMixin, BaseEstimat
     ``P = M0⁻¹ + η Σ_p y_p δ_p δ_pᵀ`` (Qi et al. 2009): a log-determinant
     divergence to the prior ``M0``, the pairs' loss (similar pairs, ``y = +1``,
     pulled together; dissimilar, ``y = −1``, pushed apart) and an ℓ1 penalty that
-    makes ``M`` sparse. It is a graphical lasso on ``P``, solved by scikit-learn's.
+    makes ``M`` sparse. It is a graphical lasso on ``P``, solved by scikit-learn's
+    (up to 64 features) or by a compiled one (above, and where scikit-learn's fails
+    on an ill-conditioned ``P``).
 
     Parameters
     ----------

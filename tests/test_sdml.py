@@ -17,7 +17,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import SDML, SDML_Supervised, reference
-from mahal._sdml_solver import pair_loss_matrix, sdml_objective, sdml_solve
+from mahal._sdml_solver import (
+    glasso_compiled,
+    glasso_sklearn,
+    pair_loss_matrix,
+    sdml_objective,
+    sdml_solve,
+)
 from mahal.constraints import Constraints, wrap_pairs
 from mahal.exceptions import NonPSDError
 
@@ -280,40 +286,90 @@ def test_sklearn_compatible(estimator, check):
         check(estimator)
 
 
-def test_ill_conditioned_P_reaches_the_optimum_or_says_what_to_change():
+def test_ill_conditioned_P_where_scikit_learns_solver_fails():
     # prior='covariance' on breast cancer's 30 strongly correlated features: P's
-    # condition number is about 1e5, where scikit-learn's graphical lasso (as
-    # metric-learn's) can stop with "Non SPD result" (at sparsity_param=0.01), or,
-    # with its default inner tolerance, short of the optimum (at 0.03). mahal reaches
-    # the optimum, or raises one error naming the fixes, never a wrong metric.
+    # condition number is about 1e5. scikit-learn's graphical lasso (metric-learn's
+    # solver) fails there at sparsity_param=0.01 ("Non SPD result"); mahal falls back
+    # to its compiled block coordinate descent and reaches the cvxpy optimum, without
+    # a ConvergenceWarning (scikit-learn's inner lasso solves warn at gaps of 1e-8).
     from sklearn.datasets import load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)
-    kw = dict(prior="covariance", balance_param=1e-5, random_state=0)
     a, b, c, d = Constraints(y).positive_negative_pairs(
         80, random_state=np.random.RandomState(0))
     pairs, yp = wrap_pairs(X, (a, b, c, d))
-    P = reference.sdml_matrix(pairs, yp, np.cov(X, rowvar=False), 1e-5)
+    C = np.cov(X, rowvar=False)
+    P = reference.sdml_matrix(pairs, yp, C, 1e-5)
+    assert glasso_sklearn(P, 0.01, tol=1e-4, enet_tol=1e-8, max_iter=100)[0] is None
+    L = pair_loss_matrix(pairs[:, 0] - pairs[:, 1], yp)
+    _, _, info = sdml_solve(C, L, 1e-5, 0.01)
+    assert info["solver"] == "compiled"
     for lam in (0.01, 0.03):
-        try:
-            with warnings.catch_warnings():
-                # converged: no ConvergenceWarning (the inner lasso solves' own
-                # warnings, at gaps of 1e-8, are not passed on)
-                warnings.simplefilter("error", ConvergenceWarning)
-                sdml = SDML_Supervised(sparsity_param=lam, **kw).fit(X, y)
-        except RuntimeError as exc:
-            assert lam == 0.01
-            assert "raise sparsity_param (e.g. to 0.03)" in str(exc)
-            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            sdml = SDML_Supervised(prior="covariance", balance_param=1e-5,
+                                   sparsity_param=lam, random_state=0).fit(X, y)
         _, f_ref = reference.sdml(P, lam)
         f = reference.sdml_objective(sdml.get_mahalanobis_matrix(), P, lam)
         assert abs(f - f_ref) <= 1e-3 * abs(f_ref)
-    # the same P with a budget of 2 sweeps: the duality gap is named
-    L = pair_loss_matrix(pairs[:, 0] - pairs[:, 1], yp)
-    with pytest.warns(ConvergenceWarning, match="did not converge in 2 iterations "
-                                                r"\(duality gap"):
-        sdml_solve(np.cov(X, rowvar=False), L, 1e-5, 0.03, max_iter=2)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 2 sweeps"):
+        sdml_solve(C, L, 1e-5, 0.01, max_iter=2)
+
+
+@pytest.mark.parametrize("seed,problem", list(enumerate(PROBLEMS)),
+                         ids=[f"{p[0]}-lam{p[2]}" for p in PROBLEMS])
+def test_compiled_solver_reaches_the_cvxpy_optimum(seed, problem):
+    kind, _, lam, _ = problem
+    if lam == 0:
+        lam = 0.01
+    rng = np.random.default_rng(seed)
+    pairs, y = _random_pairs(rng, kind=kind)
+    L = pair_loss_matrix(pairs[:, 0] - pairs[:, 1], y)
+    eta = 0.5 / abs(np.linalg.eigvalsh(L)[0])  # P ⪰ ½ I
+    P = reference.sdml_matrix(pairs, y, np.eye(5), eta)
+    M, _, converged = glasso_compiled(P, lam, max_iter=100)
+    assert converged
+    _, f_ref = reference.sdml(P, lam)
+    assert reference.sdml_objective(M, P, lam) == pytest.approx(f_ref, rel=1e-6)
+
+
+def _kkt_violation(M, P, lam):
+    """Largest violation of the graphical lasso's optimality conditions, relative to
+    λ: G = P − M⁻¹ has G_ii = 0, G_ij = −λ sign(M_ij) where M_ij ≠ 0, |G_ij| ≤ λ
+    elsewhere."""
+    G = P - np.linalg.inv(M)
+    off = ~np.eye(len(M), dtype=bool)
+    nonzero = off & (M != 0)
+    zero = off & (M == 0)
+    v = [np.abs(np.diag(G)).max() / lam,
+         np.abs(G[nonzero] + lam * np.sign(M[nonzero])).max(initial=0) / lam,
+         np.maximum(np.abs(G[zero]) - lam, 0).max(initial=0) / lam]
+    return max(v)
+
+
+def test_above_64_features_the_compiled_solver_is_optimal():
+    # 80 features: the compiled path of the estimator; its M satisfies the
+    # optimality conditions, is sparse, and its objective is scikit-learn's
+    rng = np.random.default_rng(11)
+    n, dim = 200, 80
+    X = rng.normal(size=(n, dim))
+    idx = rng.integers(0, n, size=(300, 2))
+    yp = rng.choice([-1, 1], size=300)
+    lam = 0.05
+    with pytest.warns(UserWarning, match="not positive definite"):
+        sdml = SDML(sparsity_param=lam, preprocessor=X).fit(idx, yp)
+    M = sdml.get_mahalanobis_matrix()
+    P = reference.sdml_matrix(X[idx], yp, np.eye(dim), sdml.balance_param_)
+    L = pair_loss_matrix(X[idx[:, 0]] - X[idx[:, 1]], yp)
+    M_solver, _, info = sdml_solve(np.eye(dim), L, sdml.balance_param_, lam)
+    assert info["solver"] == "compiled"
+    assert _kkt_violation(M_solver, P, lam) < 1e-4
+    assert np.mean(M_solver == 0) > 0.1  # the ℓ1 term's zeros are kept
+    np.testing.assert_allclose(M, M_solver, rtol=1e-8, atol=1e-12)
+    M_sk, _ = glasso_sklearn(P, lam, tol=1e-6, enet_tol=1e-8, max_iter=100)
+    assert sdml_objective(M_solver, P, lam) == pytest.approx(
+        sdml_objective(M_sk, P, lam), rel=1e-7)
 
 
 def test_pipeline_and_grid_search_on_index_pairs():
