@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _harness as H  # noqa: E402
+from sdml_vs_peers import best_time  # noqa: E402
 
 
 def pairs_loss(X, y, n_pairs):
@@ -92,15 +93,6 @@ def main():
     return 0
 
 
-def _best(fit, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fit()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def compare_solvers(C_bc, load_breast_cancer, StandardScaler):
     from mahal._sdml_solver import (effective_balance, glasso_compiled,
                                     glasso_sklearn, sdml_matrix, sdml_objective)
@@ -129,9 +121,9 @@ def compare_solvers(C_bc, load_breast_cancer, StandardScaler):
           "objective)")
     glasso_compiled(np.eye(3) + 0.1, 0.01, max_iter=10)  # compile / load the cache
     for label, P, repeats in problems:
-        t_c, (M_c, n_c, _) = _best(lambda: glasso_compiled(P, 0.01, max_iter=100),
+        t_c, (M_c, n_c, _) = best_time(lambda: glasso_compiled(P, 0.01, max_iter=100),
                                    repeats)
-        t_s, (M_s, n_s) = _best(lambda: glasso_sklearn(P, 0.01, tol=1e-4,
+        t_s, (M_s, n_s) = best_time(lambda: glasso_sklearn(P, 0.01, tol=1e-4,
                                                        enet_tol=1e-8, max_iter=100),
                                 repeats)
         f_s = "failed" if M_s is None else f"{sdml_objective(M_s, P, 0.01):.8f}"

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
 from sklearn.covariance import graphical_lasso
 from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
