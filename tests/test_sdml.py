@@ -396,3 +396,19 @@ def test_pipeline_and_grid_search_on_index_pairs():
                         scoring="roc_auc").fit(idx, yp)
     assert grid.best_params_["sdml__sparsity_param"] in (0.01, 0.5)
     assert grid.best_estimator_["sdml"].balance_param_ == 1e-3
+
+
+def test_bad_tuples_and_labels():
+    rng = np.random.default_rng(0)
+    pairs, y = _random_pairs(rng)
+    triplets = np.concatenate([pairs, pairs[:, :1]], axis=1)
+    with pytest.raises(ValueError, match="must have 2 points per tuple"):
+        SDML().fit(triplets, y)
+    with pytest.raises(ValueError, match=r"\+1 \(similar\) or -1"):
+        SDML().fit(pairs, np.where(y > 0, 1, 2))
+    with pytest.raises(ValueError, match="one label per pair"):
+        SDML().fit(pairs, y[:-1])
+    bad = pairs.copy()
+    bad[3, 1, 2] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        SDML().fit(bad, y)
