@@ -71,6 +71,12 @@ def mahal_learners(k=3):
         # (the same 20·n_classes² pairs, 1000 sweeps); loading the kernel adds a few
         # tenths of a second to the first of the timed fits, not to their median
         Learner("itml", "mahal", "ITML_Supervised", {}, warmup=False),
+        # metric-learn's defaults (balance_param=0.5): P is indefinite on every
+        # benchmark data set, mahal lowers balance_param (with a warning)
+        Learner("sdml", "mahal", "SDML_Supervised", {}),
+        # a balance_param for which P is positive definite on all of them (letter
+        # and digits included), where metric-learn's fit succeeds
+        Learner("sdml_pd", "mahal", "SDML_Supervised", {"balance_param": 1e-5}),
     ]
     return {l.name: l for l in ls}
 
@@ -101,6 +107,9 @@ def peer_learners(k=3):
         # about 2 GB on letter.
         Learner("ml_itml", "metric-learn", "ITML_Supervised", {}, counterpart="itml",
                 warmup=False),
+        Learner("ml_sdml", "metric-learn", "SDML_Supervised", {}, counterpart="sdml"),
+        Learner("ml_sdml_pd", "metric-learn", "SDML_Supervised",
+                {"balance_param": 1e-5}, counterpart="sdml_pd"),
     ]
     return {l.name: l for l in ls}
 

@@ -28,6 +28,8 @@ _PUBLIC = {
     "LFDA": "lfda",
     "ITML": "itml",
     "ITML_Supervised": "itml",
+    "SDML": "sdml",
+    "SDML_Supervised": "sdml",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -11,8 +11,8 @@ first fits on a machine take seconds longer. This fits every learner on small
 synthetic problems chosen to take each code path whose kernels differ (LMNN: serial
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
 above the bounds of its NumPy path for small problems; MMC: full and diagonal;
-TripletMargin_Supervised: each mining rule; ITML), and predicts with
-``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
+TripletMargin_Supervised: each mining rule; ITML; SDML above 64 features), and
+predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
 """
 
 import time
@@ -91,6 +91,11 @@ def compile_all(verbose=False):
         X, y = _blobs(200, 5)
         ITML_Supervised(n_constraints=2000, max_iter=20, random_state=0).fit(X, y)
         say("ITML")
+        # (above 64 features: SDML's compiled graphical lasso)
+        from . import SDML_Supervised
+
+        SDML_Supervised(random_state=0).fit(*_blobs(200, 70))
+        say("SDML_Supervised")
     return time.perf_counter() - t0
 
 

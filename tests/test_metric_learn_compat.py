@@ -25,6 +25,7 @@ from mahal import Contrastive_Supervised, TripletMargin_Supervised
 from mahal import LSML_Supervised, RCA_Supervised
 from mahal import LFDA
 from mahal import ITML_Supervised
+from mahal import SDML_Supervised
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -56,6 +57,7 @@ def _transformers():
         TripletMargin_Supervised(random_state=0),
         LFDA(),
         ITML_Supervised(random_state=0),
+        SDML_Supervised(balance_param=1e-5, random_state=0),
     ]
 
 

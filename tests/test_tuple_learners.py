@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from mahal import MMC
 from mahal import Contrastive
 from mahal import ITML
+from mahal import SDML
 from mahal.constraints import Constraints, wrap_pairs
 
 from test_base import FixedPairs
@@ -27,6 +28,7 @@ PAIR_LEARNERS = [
     MMC(diagonal=True, random_state=0),
     Contrastive(random_state=0),
     ITML(random_state=0),
+    SDML(balance_param=1e-3, random_state=0),
 ]
 
 
