@@ -167,7 +167,10 @@ class MLKR(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one real target per point); got shape "
                              f"{y.shape}.")
-        n_components = check_n_components(self.n_components, X.shape[1])
+        # an init array gives n_components (as in metric-learn and scikit-learn)
+        n_components = check_n_components(
+            self.n_components if self.n_components is not None
+            or isinstance(self.init, str) else np.shape(self.init)[0], X.shape[1])
         L0 = initialize_components(n_components, X, None, self.init,
                                    self.random_state)
         L, n_iter, converged, info = mlkr_solve(

@@ -174,7 +174,10 @@ class NCA(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
                     f"components_ has {previous.shape[1]}.")
             L0 = previous
         else:
-            n_components = check_n_components(self.n_components, X.shape[1])
+            # an init array gives n_components (as in metric-learn and scikit-learn)
+            n_components = check_n_components(
+                self.n_components if self.n_components is not None
+                or isinstance(self.init, str) else np.shape(self.init)[0], X.shape[1])
             L0 = initialize_components(n_components, X, y_enc, self.init,
                                        self.random_state)
         L, n_iter, converged, info = nca_solve(

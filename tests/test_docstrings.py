@@ -12,7 +12,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 # Modules with public names (private modules are the implementation).
 PUBLIC_MODULES = ["mahal", "mahal.base", "mahal.constraints", "mahal.covariance",
                   "mahal.datasets", "mahal.linalg", "mahal.lmnn", "mahal.mmc",
-                  "mahal.reference"]
+                  "mahal.reference", "mahal.nca", "mahal.mlkr"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -30,7 +30,7 @@ def test_public_estimators_have_runnable_examples():
     import mahal
 
     for name in ("Covariance", "MMC", "MMC_Supervised", "LMNN",
-                 "LMNNEnergyClassifier", "Constraints"):
+                 "LMNNEnergyClassifier", "Constraints", "NCA", "MLKR"):
         assert ">>> " in getattr(mahal, name).__doc__, name
 
 
