@@ -64,7 +64,7 @@ def mlkr_loss_grad(L, X, y, block_rows=None):
 
 
 def mlkr_solve(X, y, L0, *, max_iter=1000, tol=1e-5, verbose=False, n_threads=1,
-               callback=None, name="MLKR", block_rows=None):
+               callback=None, name="MLKR", block_rows=None, optimizer="scipy"):
     """Minimise MLKR's loss over ``L`` with L-BFGS.
 
     Parameters
@@ -82,6 +82,8 @@ def mlkr_solve(X, y, L0, *, max_iter=1000, tol=1e-5, verbose=False, n_threads=1,
         ``callback(L, n_iter)`` after each iteration.
     name : str
     block_rows : int, optional
+    optimizer : {'mahal', 'scipy'}
+        See :func:`mahal._softmax_blocks.softmax_solve`.
 
     Returns
     -------
@@ -94,4 +96,4 @@ def mlkr_solve(X, y, L0, *, max_iter=1000, tol=1e-5, verbose=False, n_threads=1,
     return softmax_solve(lambda pool: mlkr_problem(X, y, pool, block_rows),
                          X.shape[0], L0, max_iter=max_iter, tol=tol, sign=1.0,
                          verbose=verbose, callback=callback, name=name,
-                         n_threads=n_threads)
+                         n_threads=n_threads, optimizer=optimizer)

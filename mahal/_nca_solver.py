@@ -73,7 +73,7 @@ def nca_objective_grad(L, X, y, block_rows=None):
 
 
 def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
-              callback=None, name="NCA", block_rows=None):
+              callback=None, name="NCA", block_rows=None, optimizer="scipy"):
     """Maximise NCA's objective over ``L`` with L-BFGS.
 
     Parameters
@@ -96,6 +96,8 @@ def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
         Prefix of the verbose output.
     block_rows : int, optional
         Rows per block.
+    optimizer : {'mahal', 'scipy'}
+        See :func:`mahal._softmax_blocks.softmax_solve`.
 
     Returns
     -------
@@ -108,4 +110,4 @@ def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
     return softmax_solve(lambda pool: nca_problem(X, y, pool, block_rows),
                          X.shape[0], L0, max_iter=max_iter, tol=tol, sign=-1.0,
                          verbose=verbose, callback=callback, name=name,
-                         n_threads=n_threads)
+                         n_threads=n_threads, optimizer=optimizer)

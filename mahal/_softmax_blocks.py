@@ -56,7 +56,7 @@ from ._parallel import SERIAL
 # share, so that the products after the exp read E from cache).
 _BLOCK_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 8, 256
-_CHUNK_ROWS = 1024  # at least this many rows per chunk
+_CHUNK_ROWS = 512  # at least this many rows per chunk
 _MAX_CHUNKS = 8
 # Chunk accumulators (n × (r + 1) each) beyond the first take at most this much.
 _ACCUMULATOR_BYTES = 1 << 26
@@ -302,8 +302,8 @@ def lbfgs_tolerances(tol):
 
 
 def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False,
-                  callback=None, name="NCA", n_threads=1):
-    """Minimise ``sign · f`` over ``L`` with L-BFGS (:func:`mahal._optimize.lbfgs`).
+                  callback=None, name="NCA", n_threads=1, optimizer="scipy"):
+    """Minimise ``sign · f`` over ``L`` with L-BFGS.
 
     Parameters
     ----------
@@ -327,6 +327,12 @@ def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False
     n_threads : int
         Threads over the row chunks (at most one per chunk); results do not
         depend on it.
+    optimizer : {'scipy', 'mahal'}
+        scipy's L-BFGS-B (scikit-learn's and metric-learn's optimiser), or
+        :func:`mahal._optimize.lbfgs`. Each evaluation costs the same pass over
+        all pairs of points, so what counts is the number of evaluations to a
+        given objective; see ``docs/solver_notes.rst`` for the measurements
+        behind the default (``benchmarks/nca_speed.py --optimizers``).
 
     Returns
     -------
@@ -343,7 +349,7 @@ def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False
     import time
 
     from ._optimize import MAX_ITER, FunctionLine, lbfgs
-    from ._parallel import RowChunkPool, blas_threads
+    from ._parallel import RowChunkPool, single_threaded_blas
 
     r, d = L0.shape
     ftol, gtol = lbfgs_tolerances(tol)
@@ -372,11 +378,17 @@ def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False
     pool = RowChunkPool(min(n_threads, len(chunk_ranges(n, r))))
     try:
         problem = make_problem(pool)
-        line = FunctionLine(fun)
-        line.numpy_steps = True  # (L-BFGS's own steps in NumPy: no numba to load)
-        with blas_threads(n_threads, kernels_threaded=pool.n_threads > 1):
-            res = lbfgs(line, np.ascontiguousarray(L0, dtype=np.float64), max_iter,
-                        ftol=ftol, gtol=gtol, callback=on_iteration)
+        x0 = np.ascontiguousarray(L0, dtype=np.float64).ravel()
+        # BLAS on one thread always: the products are of one block each (too small
+        # for BLAS's threads to pay off); the threads are the pool's, over chunks.
+        with single_threaded_blas():
+            if optimizer == "scipy":
+                res = _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration)
+            else:
+                line = FunctionLine(fun)
+                line.numpy_steps = True  # (its steps in NumPy: no numba to load)
+                res = lbfgs(line, x0, max_iter, ftol=ftol, gtol=gtol,
+                            callback=on_iteration)
     finally:
         pool.close()
     info = dict(objective=sign * res.fun, n_evals=problem.n_evals,
@@ -384,3 +396,27 @@ def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False
     if verbose:
         print(f"[{name}] Training took {info['time']:8.2f}s.")
     return res.x.reshape(r, d), res.nit, res.status != MAX_ITER, info
+
+
+class _ScipyResult:
+    def __init__(self, x, fun, nit, status):
+        self.x, self.fun, self.nit, self.status = x, fun, nit, status
+
+
+def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
+    """scipy's L-BFGS-B with the same stopping rules and callback as
+    :func:`mahal._optimize.lbfgs` (memory 20, as there)."""
+    from scipy.optimize import minimize
+
+    from ._optimize import CONVERGED, MAX_ITER
+
+    state = {"nit": 0}
+
+    def callback(intermediate_result):
+        state["nit"] += 1
+        on_iteration(state["nit"], intermediate_result.fun, intermediate_result.x)
+
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback,
+                   options=dict(maxiter=max_iter, ftol=ftol, gtol=gtol, maxcor=20))
+    status = MAX_ITER if res.status == 1 else CONVERGED
+    return _ScipyResult(res.x, res.fun, res.nit, status)
