@@ -159,6 +159,8 @@ class SoftmaxProblem:
         ones_z[:, :r], ones_z[:, r] = Z, 1.0
         if self.v is None:
             value_z = ones_z
+        elif self.segments is None:
+            value_z = np.hstack([ones_z, ones_z * self.v[:, None]])
         else:
             value_z = ones_z * self.v[:, None]
         exact_shift = self.shift is None
@@ -253,7 +255,7 @@ class SoftmaxProblem:
             if self.v is None:
                 full = E @ ones_z
                 return full, full
-            both = E @ np.hstack([ones_z, value_z])
+            both = E @ value_z  # ([Z, 1, vZ, v]: one product)
             k = ones_z.shape[1]
             return both[:, :k], both[:, k:]
         full = E @ ones_z
@@ -405,7 +407,9 @@ class _ScipyResult:
 
 def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
     """scipy's L-BFGS-B with the same stopping rules and callback as
-    :func:`mahal._optimize.lbfgs` (memory 20, as there)."""
+    :func:`mahal._optimize.lbfgs`, and scipy's default memory (10 pairs), as
+    scikit-learn's and metric-learn's NCA: from the same start, they follow the
+    same iterates up to rounding."""
     from scipy.optimize import minimize
 
     from ._optimize import CONVERGED, MAX_ITER
@@ -417,6 +421,6 @@ def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
         on_iteration(state["nit"], intermediate_result.fun, intermediate_result.x)
 
     res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback,
-                   options=dict(maxiter=max_iter, ftol=ftol, gtol=gtol, maxcor=20))
+                   options=dict(maxiter=max_iter, ftol=ftol, gtol=gtol))
     status = MAX_ITER if res.status == 1 else CONVERGED
     return _ScipyResult(res.x, res.fun, res.nit, status)
