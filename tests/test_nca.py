@@ -229,6 +229,9 @@ def test_n_components_and_init():
     (lambda X, y: NCA(max_iter=0).fit(X, y), "'max_iter' parameter"),
     (lambda X, y: NCA(init="lda2").fit(X, y), "'init' parameter"),
     (lambda X, y: NCA(n_jobs=0).fit(X, y), "'n_jobs' parameter"),
+    # scikit-learn's first positional parameter is n_components, metric-learn's
+    # (and mahal's) init: NCA(2) is an error, not a silent init
+    (lambda X, y: NCA(2).fit(X, y), "'init' parameter"),
     (lambda X, y: NCA().fit(X, y.astype(float) + 0.5), "Unknown label type"),
 ])
 def test_bad_input_gets_a_clear_error(make, match):
