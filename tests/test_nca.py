@@ -184,11 +184,9 @@ def test_warm_start_continues_from_the_last_fit():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = NCA(init="random", random_state=0, max_iter=3, warm_start=True).fit(X, y)
         first = est.objective_
-        starts = []
-        est.set_params(callback=lambda L, it: starts.append(L) if it == 1 else None)
         est.fit(X, y)
         cold = NCA(init="random", random_state=0, max_iter=3).fit(X, y)
-    assert est.objective_ >= first
+    assert est.objective_ > first + 1e-6 * abs(first)  # (3 more iterations)
     assert cold.objective_ == pytest.approx(first)  # (the same 3 iterations)
     with pytest.raises(ValueError, match="warm_start"):
         est.fit(X[:, :3], y)
