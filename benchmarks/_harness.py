@@ -25,6 +25,8 @@ ALL_DATASETS = QUICK_DATASETS + FILE_DATASETS + ("synthetic",)
 # Data sets whose split is random (repeated over seeds); the others have a fixed split.
 RANDOM_SPLIT = ("iris", "wine", "balance", "breast_cancer", "digits", "synthetic")
 PAPER_PCA = {"mnist": 164, "isolet": 172}
+# Libraries whose learners run in mahal's own environment (sys.executable)
+MAIN_ENV_LIBRARIES = ("mahal", "scikit-learn")
 
 # --------------------------------------------------------------------------- learners
 
@@ -77,6 +79,9 @@ def mahal_learners(k=3):
         # a balance_param for which P is positive definite on all of them (letter
         # and digits included), where metric-learn's fit succeeds
         Learner("sdml_pd", "mahal", "SDML_Supervised", {"balance_param": 1e-5}),
+        Learner("nca", "mahal", "NCA", {"n_jobs": -1}),
+        # (regresses the class index: the harness's data sets are classification)
+        Learner("mlkr", "mahal", "MLKR", {"n_jobs": -1}),
     ]
     return {l.name: l for l in ls}
 
@@ -110,6 +115,12 @@ def peer_learners(k=3):
         Learner("ml_sdml", "metric-learn", "SDML_Supervised", {}, counterpart="sdml"),
         Learner("ml_sdml_pd", "metric-learn", "SDML_Supervised",
                 {"balance_param": 1e-5}, counterpart="sdml_pd"),
+        Learner("ml_nca", "metric-learn", "NCA", {}, counterpart="nca"),
+        Learner("ml_mlkr", "metric-learn", "MLKR", {}, counterpart="mlkr"),
+        # scikit-learn's NCA runs in mahal's environment (no --peer-python needed),
+        # at mahal's max_iter (its own default is 50)
+        Learner("sk_nca", "scikit-learn", "NeighborhoodComponentsAnalysis",
+                {"max_iter": 100}, counterpart="nca"),
     ]
     return {l.name: l for l in ls}
 
@@ -423,7 +434,7 @@ def _run_learner(cfg, data, items, learner, tmp_root, bar, embeddings, log):
         _log_learner(log, learner, items, recs)
         return [recs[it["id"]] for it in items]
 
-    if learner.library != "mahal":
+    if learner.library not in MAIN_ENV_LIBRARIES:
         python, timeout = cfg.peer_python, cfg.timeout
         reason = None
         if not python:
@@ -436,8 +447,10 @@ def _run_learner(cfg, data, items, learner, tmp_root, bar, embeddings, log):
             bar.update(len(items))
             _log_learner(log, learner, items, recs)
             return [recs[it["id"]] for it in items]
-    else:
+    elif learner.library == "mahal":
         python, timeout = sys.executable, cfg.mahal_timeout
+    else:
+        python, timeout = sys.executable, cfg.timeout
 
     out = tempfile.mkdtemp(prefix=f"{learner.name}-", dir=tmp_root)
     by_id = {it["id"]: it for it in items}

@@ -48,6 +48,10 @@ def _make(spec):
         import metric_learn
         klass = getattr(metric_learn, cls)
         mod = metric_learn
+    elif lib == "scikit-learn":
+        import sklearn.neighbors
+        klass = getattr(sklearn.neighbors, cls)
+        mod = sklearn
     elif lib == "pylmnn":
         import pylmnn
         klass = getattr(pylmnn, cls)

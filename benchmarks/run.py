@@ -12,11 +12,15 @@ Usage::
 Learners (``--learners``, comma list): ``euclidean`` (baseline: no learning),
 ``covariance``, ``mmc`` (MMC_Supervised, full), ``mmc_diag`` (MMC_Supervised,
 diagonal=True), ``lmnn`` (LMNN, n_neighbors=k), ``lmnn_energy`` (LMNNEnergyClassifier,
-n_neighbors=k) — all with default parameters otherwise — and the peers ``ml_covariance``,
-``ml_mmc``, ``ml_mmc_diag``, ``ml_lmnn`` (metric-learn 0.7, n_neighbors=k) and ``pylmnn``
-(pylmnn 1.6 LargeMarginNearestNeighbor, n_neighbors=k).  By default all of them; the
-peers run only under ``--peer-python`` (an interpreter of another virtualenv where
-metric-learn and pylmnn import), otherwise their rows say ``skipped``.
+n_neighbors=k), ``nca`` (NCA), ``mlkr`` (MLKR, regressing the class index) — all with
+default parameters otherwise — and the peers ``ml_covariance``, ``ml_mmc``,
+``ml_mmc_diag``, ``ml_lmnn`` (metric-learn 0.7, n_neighbors=k), ``ml_nca``, ``ml_mlkr``
+and ``pylmnn`` (pylmnn 1.6 LargeMarginNearestNeighbor, n_neighbors=k), and
+``sk_nca`` (scikit-learn's NeighborhoodComponentsAnalysis, max_iter=100 as mahal's
+NCA).  By default all of them; the metric-learn and pylmnn peers run only under
+``--peer-python`` (an interpreter of another virtualenv where metric-learn and pylmnn
+import), otherwise their rows say ``skipped``; ``sk_nca`` runs in mahal's own
+environment.
 
 Protocols
 ---------

@@ -30,6 +30,8 @@ _PUBLIC = {
     "ITML_Supervised": "itml",
     "SDML": "sdml",
     "SDML_Supervised": "sdml",
+    "NCA": "nca",
+    "MLKR": "mlkr",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

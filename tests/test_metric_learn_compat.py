@@ -26,6 +26,7 @@ from mahal import LSML_Supervised, RCA_Supervised
 from mahal import LFDA
 from mahal import ITML_Supervised
 from mahal import SDML_Supervised
+from mahal import MLKR, NCA
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -58,6 +59,8 @@ def _transformers():
         LFDA(),
         ITML_Supervised(random_state=0),
         SDML_Supervised(balance_param=1e-5, random_state=0),
+        NCA(max_iter=50),
+        MLKR(max_iter=50),
     ]
 
 
