@@ -17,11 +17,13 @@ _PUBLIC = {
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",
+    "NCMML": "ncmml",
+    "PrototypeClassifier": "prototype",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn
 # (``metric_learn.exceptions.NonPSDError``).
-_SUBMODULES = ("exceptions",)
+_SUBMODULES = ("exceptions", "fewshot")
 
 __all__ = sorted(_PUBLIC)
 
