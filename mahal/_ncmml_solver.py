@@ -133,6 +133,10 @@ class NCMMLLine:
     once per direction; its value and directional derivative cost ``O(E n K r)``.
     """
 
+    # L-BFGS's own steps in NumPy (see mahal._optimize): the evaluations are NumPy,
+    # so a fit never loads numba
+    numpy_steps = True
+
     def __init__(self, X, centroids, centroid_class, y, shape):
         self.X, self.C, self.cc, self.y = _as_groups(X, centroids, centroid_class, y)
         self.shape = shape

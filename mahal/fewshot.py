@@ -97,7 +97,7 @@ def sample_episodes(y, n_way=5, n_shot=1, n_query=15, n_episodes=600,
         raise ValueError(
             f"{n_shot}-shot episodes with {n_query} queries need {need} points per "
             f"class; {small.shape[0]} class(es) have fewer (e.g. class "
-            f"{small[0]!r} has {counts[np.searchsorted(classes, small[0])]}).")
+            f"{small.tolist()[0]!r} has {counts[np.searchsorted(classes, small[0])]}).")
     members = np.split(np.argsort(y_enc, kind="stable"), np.cumsum(counts)[:-1])
     rng = check_random_state(random_state)
     support = np.empty((n_episodes, n_way, n_shot), dtype=np.int64)

@@ -213,7 +213,7 @@ class NCMML(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
                 raise ValueError("n_centroids > 1 is for the batch loss; with "
                                  "episodic=True each class's prototype is the mean "
                                  "of its support points.")
-            ep = sample_episodes(y_enc, self.n_way, self.n_shot, self.n_query,
+            ep = sample_episodes(y, self.n_way, self.n_shot, self.n_query,
                                  self.n_episodes, rng)
             E, n_way, n_shot = len(ep), self.n_way, self.n_shot
             centroids = X[ep.support].reshape(E, n_way, n_shot, -1).mean(axis=2)
