@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_points
+from ._validation import check_points, require_y
 
 _BLOCK = 256          # query rows per block of the attention's point-to-point scores
 _TEMPERATURE_ROWS = 500  # at most this many training points fit the attention's
@@ -169,6 +169,7 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : PrototypeClassifier
         """
+        require_y(self, y)
         X, y = check_points(self, X, y, classification=True, min_classes=1)
         if self.metric_learner is None:
             self.metric_learner_ = None
@@ -302,7 +303,8 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
             Z = self._check_input(X)
             return self.classes_[np.argmin(_distances(Z, self.prototypes_, self.metric),
                                            axis=1)]
-        return self.classes_[np.argmax(self.predict_log_proba(X), axis=1)]
+        best = np.argmax(self.predict_log_proba(X), axis=1)
+        return self.classes_[best]
 
     def add_classes(self, X_support, y_support):
         """Add new classes from a few labelled points, without refitting the metric.
