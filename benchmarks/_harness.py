@@ -61,6 +61,7 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        Learner("ncmml", "mahal", "NCMML", {}),
     ]
     return {l.name: l for l in ls}
 

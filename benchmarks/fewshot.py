@@ -274,6 +274,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     results = []          # one dict per (data set, learner, setting, rule)
     curves = {}           # data set -> learner -> [proto accuracy per shot]
+    per_episode = {}      # (data set, learner, shots, rule) -> accuracies
     t_start = time.perf_counter()
     for ds in [d for d in args.datasets.split(",") if d]:
         data = load(ds, args.data_home)
@@ -318,13 +319,14 @@ def main(argv=None):
                     m, h = confidence_interval(a)
                     results.append(dict(row, setting=f"{N_WAY}-way {k}-shot", rule=rule,
                                         mean=m, ci95=h, n_episodes=len(a)))
+                    per_episode[ds, name, k, rule] = a
                     line.append(f"{k}-shot {rule} {100 * m:5.1f}±{100 * h:.1f}")
             curves.setdefault(ds, {})[name] = [
                 float(episode_accuracies(Zn, eps, N_WAY, k, q)["proto"].mean())
                 for k, q, eps in curve_eps]
             print(f"  {name:>18} fit {seconds:6.1f}s  " + "  ".join(line), flush=True)
     elapsed = time.perf_counter() - t_start
-    md = markdown(results, n_episodes, args.full, elapsed)
+    md = markdown(results, n_episodes, args.full, elapsed) + paired(per_episode)
     print(md)
     with open(os.path.join(args.out, "fewshot.md"), "w") as f:
         f.write(md)
@@ -359,6 +361,38 @@ def markdown(results, n_episodes, full, elapsed):
         lines.append("")
     lines.append("(nc): the fit stopped at max_iter (ConvergenceWarning).")
     return "\n".join(lines) + "\n"
+
+
+# the learners of issue 22, and the baselines they are to beat
+NEW_LEARNERS = ("ncmml", "ncmml_episodic", "contrastive", "triplet_all", "triplet_hard",
+                "triplet_semihard")
+BASELINES = ("euclidean", "lmnn", "nca")
+
+
+def paired(per_episode, shots=1, rule="proto"):
+    """The targets of issue 22 as paired differences over the same episodes: the
+    best of issue 22's learners (by mean accuracy) against each baseline, and
+    episodic against batch NCMML; mean difference ± 95% CI of the mean of the
+    per-episode differences."""
+    from mahal.fewshot import confidence_interval
+
+    lines = [f"Paired differences, {N_WAY}-way {shots}-shot, rule '{rule}' "
+             f"(percentage points, mean ± 95% CI over the same episodes)", "",
+             "| data set | comparison | difference |", "|---|---|---:|"]
+    for ds in dict.fromkeys(key[0] for key in per_episode):
+        acc = {name: a for (d, name, k, r), a in per_episode.items()
+               if d == ds and k == shots and r == rule}
+        new = [n for n in NEW_LEARNERS if n in acc]
+        pairs = []
+        if new:
+            best = max(new, key=lambda n: acc[n].mean())
+            pairs += [(best, b) for b in BASELINES if b in acc]
+        if "ncmml_episodic" in acc and "ncmml" in acc:
+            pairs.append(("ncmml_episodic", "ncmml"))
+        for a, b in pairs:
+            m, h = confidence_interval(acc[a] - acc[b])
+            lines.append(f"| {ds} | {a} − {b} | {100 * m:+.1f} ± {100 * h:.1f} |")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def plot(curves, path):

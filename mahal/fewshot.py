@@ -13,9 +13,10 @@ from sklearn.utils import check_random_state
 
 
 class Episodes:
-    """Index arrays of sampled episodes (see :func:`sample_episodes`).
+    """Index arrays of sampled episodes (see :func:`sample_episodes`); the
+    parameters are kept as attributes of the same names.
 
-    Attributes
+    Parameters
     ----------
     support : ndarray of int of shape (n_episodes, n_way * n_shot)
         Indices of the support points, class by class (``n_shot`` per class, classes

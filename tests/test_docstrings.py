@@ -12,7 +12,8 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 # Modules with public names (private modules are the implementation).
 PUBLIC_MODULES = ["mahal", "mahal.base", "mahal.constraints", "mahal.covariance",
                   "mahal.datasets", "mahal.linalg", "mahal.lmnn", "mahal.mmc",
-                  "mahal.reference"]
+                  "mahal.reference", "mahal.ncmml", "mahal.prototype",
+                  "mahal.fewshot"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -30,7 +31,8 @@ def test_public_estimators_have_runnable_examples():
     import mahal
 
     for name in ("Covariance", "MMC", "MMC_Supervised", "LMNN",
-                 "LMNNEnergyClassifier", "Constraints"):
+                 "LMNNEnergyClassifier", "Constraints", "NCMML",
+                 "PrototypeClassifier"):
         assert ">>> " in getattr(mahal, name).__doc__, name
 
 
