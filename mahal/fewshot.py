@@ -118,7 +118,10 @@ def evaluate_episodes(classifier, X, y, episodes):
     """Accuracy of ``classifier`` on every episode.
 
     For each episode a clone of ``classifier`` is fitted on the support points and
-    scored on the queries.
+    scored on the queries. A clone of an estimator is unfitted, parameters
+    included: to evaluate a metric learned beforehand (on base classes), wrap it in
+    scikit-learn's :class:`~sklearn.frozen.FrozenEstimator`, e.g.
+    ``PrototypeClassifier(metric_learner=FrozenEstimator(learner))``.
 
     Parameters
     ----------

@@ -80,6 +80,10 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
     prefit : bool, default=False
         Use ``metric_learner`` as it is (it must be fitted already; e.g. on base
         classes, with the classifier fitted on novel classes' support points).
+        ``clone`` (as in cross-validation or
+        :func:`mahal.fewshot.evaluate_episodes`) unfits the metric learner; there,
+        pass ``metric_learner=FrozenEstimator(learner)`` (scikit-learn's
+        :class:`~sklearn.frozen.FrozenEstimator`) instead.
     aggregate : {'mean', 'attention'}, default='mean'
         'mean': nearest class mean. 'attention': matching networks' softmax
         attention over every training point (keeps all of them).

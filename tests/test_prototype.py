@@ -246,3 +246,18 @@ def test_confidence_interval_is_the_normal_approximation():
     mean, half = confidence_interval(a)
     assert mean == pytest.approx(a.mean())
     assert half == pytest.approx(1.959964 * a.std(ddof=1) / np.sqrt(40), rel=1e-6)
+
+
+def test_evaluate_episodes_with_a_frozen_learner_equals_prefit_fits(wine):
+    from sklearn.frozen import FrozenEstimator
+
+    X, y = wine
+    base = y < 2
+    learner = NCMML(n_components=2, random_state=0).fit(X[base], y[base])
+    ep = sample_episodes(y, n_way=3, n_shot=2, n_query=8, n_episodes=6, random_state=0)
+    acc = evaluate_episodes(PrototypeClassifier(metric_learner=FrozenEstimator(learner)),
+                            X, y, ep)
+    for e in range(6):
+        s, q = ep.support[e], ep.query[e]
+        clf = PrototypeClassifier(metric_learner=learner, prefit=True).fit(X[s], y[s])
+        assert acc[e] == pytest.approx(np.mean(clf.predict(X[q]) == y[q]))
