@@ -221,3 +221,23 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("load", [load_iris, load_wine])
+def test_full_rank_optimum_equals_cvxpys(load):
+    pytest.importorskip("cvxpy")
+    from mahal import reference
+
+    X, y = load(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    if load is load_wine:
+        X = X[:, :5]  # (overlapping classes: a finite optimum)
+    M, value = reference.ncmml(X, y)
+    est = NCMML(init="identity", tol=1e-12, max_iter=3000).fit(X, y)
+    assert est.loss_ == pytest.approx(value, abs=1e-6)
+    means = np.array([X[y == c].mean(axis=0) for c in np.unique(y)])
+    assert reference.ncmml_objective(M, X, means, np.arange(3), y) == pytest.approx(
+        value, abs=1e-7)
+    assert reference.ncmml_objective(est.get_mahalanobis_matrix(), X, means,
+                                     np.arange(3), y) == pytest.approx(est.loss_,
+                                                                       rel=1e-10)
