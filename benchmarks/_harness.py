@@ -82,6 +82,7 @@ def mahal_learners(k=3):
         Learner("nca", "mahal", "NCA", {"n_jobs": -1}),
         # (regresses the class index: the harness's data sets are classification)
         Learner("mlkr", "mahal", "MLKR", {"n_jobs": -1}),
+        Learner("ncmml", "mahal", "NCMML", {}),
     ]
     return {l.name: l for l in ls}
 

@@ -32,11 +32,13 @@ _PUBLIC = {
     "SDML_Supervised": "sdml",
     "NCA": "nca",
     "MLKR": "mlkr",
+    "NCMML": "ncmml",
+    "PrototypeClassifier": "prototype",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn
 # (``metric_learn.exceptions.NonPSDError``).
-_SUBMODULES = ("exceptions",)
+_SUBMODULES = ("exceptions", "fewshot")
 
 __all__ = sorted(_PUBLIC)
 

@@ -580,3 +580,88 @@ def sdml(P, sparsity_param, solver=None):
     return 0.5 * (M.value + M.value.T), problem.value
 
 # === end SDML ===
+
+
+# === NCMML ===
+
+
+def ncmml_objective(M, X, centroids, centroid_class, y):
+    """The NCMML objective in ``M = LᵀL``, plain numpy, one point at a time.
+
+    ``(1/n) Σ_i [log Σ_k exp(−½ d_M(x_i, μ_k)) − log Σ_{k: c_k = y_i}
+    exp(−½ d_M(x_i, μ_k))]`` with ``d_M(x, μ) = (x − μ)ᵀ M (x − μ)`` (Mensink et al.,
+    TPAMI 2013; several centroids per class sum their probabilities).
+
+    Parameters
+    ----------
+    M : array-like of shape (d, d)
+    X : array-like of shape (n, d)
+    centroids : array-like of shape (K, d)
+    centroid_class : array-like of shape (K,)
+    y : array-like of shape (n,)
+
+    Returns
+    -------
+    value : float
+    """
+    from scipy.special import logsumexp
+
+    M, X, C = (np.asarray(a, dtype=np.float64) for a in (M, X, centroids))
+    owner, y = np.asarray(centroid_class), np.asarray(y)
+    total = 0.0
+    for i in range(X.shape[0]):
+        logits = np.array([-0.5 * (X[i] - c) @ M @ (X[i] - c) for c in C])
+        total += logsumexp(logits) - logsumexp(logits[owner == y[i]])
+    return total / X.shape[0]
+
+
+def ncmml(X, y, solver=None):
+    """Full-rank NCMML (one mean per class) solved to optimality in ``M``.
+
+    In ``M = LᵀL`` the objective is convex: ``½ d_M(x_i, μ_{y_i})`` is linear in
+    ``M`` and the log-sum-exp of linear functions is convex, so
+
+        minimise (1/n) Σ_i [½ d_M(x_i, μ_{y_i}) + log Σ_c exp(−½ d_M(x_i, μ_c))]
+        subject to M ⪰ 0
+
+    is a conic problem (exponential and PSD cones). Its optimum is finite when the
+    classes overlap; with separable classes it is approached as ``M`` grows without
+    bound (the solver then reports an inaccurate or unbounded status).
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    y : array-like of shape (n,)
+    solver : str, optional
+        A cvxpy solver name (default: Clarabel if installed, else SCS).
+
+    Returns
+    -------
+    M : ndarray of shape (d, d)
+    objective : float
+    """
+    cp = _cvxpy()
+    X = np.asarray(X, dtype=np.float64)
+    classes, y_enc = np.unique(np.asarray(y), return_inverse=True)
+    means = np.array([X[y_enc == c].mean(axis=0) for c in range(classes.shape[0])])
+    d = X.shape[1]
+    M = cp.Variable((d, d), PSD=True)
+    # d_M(x_i, μ_c) for every i, c: Σ_ab Δ_ia M_ab Δ_ib, affine in M
+    columns = []
+    for mu in means:
+        delta = X - mu
+        columns.append(cp.sum(cp.multiply(delta @ M, delta), axis=1))
+    D = cp.vstack(columns).T                                     # (n, C)
+    own = cp.sum(cp.multiply(D, np.eye(classes.shape[0])[y_enc]), axis=1)
+    value = cp.sum(0.5 * own + cp.log_sum_exp(-0.5 * D, axis=1)) / X.shape[0]
+    prob = cp.Problem(cp.Minimize(value))
+    if solver is None:
+        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the NCMML problem: status "
+                           f"{prob.status}.")
+    Mv = 0.5 * (M.value + M.value.T)
+    return Mv, float(prob.value)
+
+# === end NCMML ===

@@ -14,7 +14,9 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 PUBLIC_MODULES = sorted({"mahal", "mahal.base", "mahal.constraints", "mahal.linalg",
                          "mahal.reference"}
                         | {f"mahal.{module}" for module in
-                           importlib.import_module("mahal")._PUBLIC.values()})
+                           importlib.import_module("mahal")._PUBLIC.values()}
+                        | {f"mahal.{module}" for module in
+                           importlib.import_module("mahal")._SUBMODULES})
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -27,6 +27,7 @@ from mahal import LFDA
 from mahal import ITML_Supervised
 from mahal import SDML_Supervised
 from mahal import MLKR, NCA
+from mahal import NCMML
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -61,6 +62,7 @@ def _transformers():
         SDML_Supervised(balance_param=1e-5, random_state=0),
         NCA(max_iter=50),
         MLKR(max_iter=50),
+        NCMML(random_state=0),
     ]
 
 
