@@ -12,9 +12,9 @@ stdout, one JSON object per line:
 
 * ``{"event": "ready", "import_time": s, "versions": {...}}`` after the imports;
 * ``{"event": "warmup", "time": s}`` (or ``"error"``, or ``"skipped"``) after a
-  warm-up fit on a small subset (up to 30 points per class of the first item) that
-  triggers numba compilation and lazy imports, so that they are not counted in the
-  timed fits (skipped when the job says ``"warmup": false``);
+  warm-up fit on a small subset of the first item (up to 30 points per class, at
+  least 600 in all) that triggers numba compilation and lazy imports, so that they
+  are not counted in the timed fits (skipped when the job says ``"warmup": false``);
 * ``{"event": "start", "item": j}`` before and ``{"event": "fit", "item": j,
   "fit_time": s, "peak_bytes": b, "file": path}`` (or ``"error"``) after each item;
 * ``{"event": "done"}``.
@@ -68,11 +68,13 @@ def _emit(obj):
     sys.stdout.flush()
 
 
-def _tiny_subset(X, y, per_class=30):
-    # (30 per class: on digits a subset of 6 per class took only the small-problem
-    # paths of mahal's LMNN, and the first timed fit then still loaded the blocked
-    # impostor search's kernels, 230 against 185 ms)
+def _tiny_subset(X, y, per_class=30, min_points=600):
+    # Up to ``per_class`` points of each class, and at least ``min_points`` (or all)
+    # in all: a smaller subset takes only the NumPy paths of mahal's small problems
+    # (LMNN: up to 500 points), so the first timed fit on digits would still compile
+    # the kernels (10 s of a 0.8 s fit in a fresh checkout).
     import numpy as np
+    per_class = max(per_class, -(-min_points // max(1, np.unique(y).size)))
     idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)])
     return X[idx], y[idx]
 
