@@ -17,6 +17,8 @@ _PUBLIC = {
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",
+    "SCML": "scml",
+    "SCML_Supervised": "scml",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

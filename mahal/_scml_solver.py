@@ -1,0 +1,508 @@
+"""The SCML solver: sparse non-negative weights of rank-one bases (the objective of
+:mod:`mahal.scml`), and the basis constructions of metric-learn 0.7.
+
+Plain functions on arrays.
+
+The problem
+-----------
+With bases ``b_k`` (rows of ``B``) and ``M = Σ_k w_k b_k b_kᵀ``, the squared distance
+of a pair is ``d_M(x, x') = Σ_k w_k (b_kᵀ(x − x'))²``: linear in ``w``. So
+
+    min_{w ≥ 0}  (1/T) Σ_t [1 + a_tᵀ w]_+ + β Σ_k w_k,
+    a_tk = (b_kᵀ(x_t − x_t⁺))² − (b_kᵀ(x_t − x_t⁻))²
+
+is a linear program in ``w`` (:func:`scml_objective` is its plain definition,
+:func:`mahal.reference.scml` hands it to cvxpy). metric-learn runs 10 000 AdaGrad
+steps on batches of 10 triplets and keeps the best iterate it saw; here it is solved
+full-batch, to a certified optimality gap.
+
+How it is solved
+----------------
+* The triplet-basis matrix is never formed: ``a_t = D[p_t] − D[n_t]`` where ``D``
+  (``n_pairs × K``, :func:`pair_basis_distances`) holds ``(b_kᵀ(x − x'))²`` for each
+  *distinct* pair of the triplets (k-NN triplets share their pairs), computed once.
+  ``A w`` and ``Aᵀ v`` are a product with ``D`` and a ``bincount``.
+* The hinge is smoothed (Huber: quadratic on ``(0, μ)``, error at most ``μ/2``) and
+  the smoothed problem is solved by projected Newton (Bertsekas 1982) on the
+  variables not held at their bound ``w_k = 0``; its Hessian only involves the
+  triplets inside the quadratic zone and the columns in the working set. ``μ`` is
+  divided by 10 from 1 (continuation, warm started), which keeps the pattern of
+  active triplets stable between Newton steps.
+* Working set of bases (column generation): the optimal ``w`` is sparse, so Newton
+  runs on the bases with a nonzero weight or a negative gradient; the full gradient
+  (one product with ``Dᵀ``) prices the other bases at the end of each ``μ`` stage,
+  and those whose gradient is negative join.
+* Stopping rule: a certified duality gap. The LP's dual is
+  ``max Σ_t α_t  s.t.  0 ≤ α ≤ 1/T,  Aᵀα ≥ −β``; ``α = s h'_μ(z)/T`` (the smoothed
+  hinge's derivative, scaled by ``s ≤ 1`` into feasibility) is dual feasible, so
+  ``objective(w) − Σα`` bounds the distance to the optimum. The solver stops when it is
+  at most ``tol`` times the objective.
+"""
+
+import time
+import warnings
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = ["scml_objective", "scml_solve", "triplet_pairs", "triplet_diff_bases",
+           "lda_bases"]
+
+_BLOCK = 1 << 21            # float64 entries per block of pair-basis distances
+_INITIAL_ROWS = 1000        # triplets in the first restricted LP (a regular subsample)
+_MIN_NEW_COLUMNS = 50       # bases added at least per pricing
+_ROW_SLACK = 0.5            # rows kept while their margin is above -_ROW_SLACK
+
+
+def scml_objective(weights, basis, triplets, beta):
+    """The SCML objective (plain numpy, every term explicit).
+
+    ``(1/T) Σ_t [1 + d_M(x_t, x_t⁺) − d_M(x_t, x_t⁻)]_+ + β ‖w‖₁`` with
+    ``M = Σ_k w_k b_k b_kᵀ`` and squared distances ``d_M(x, x') = (x − x')ᵀ M (x − x')``
+    (Shi, Bellet & Sha, AAAI 2014, eq. 5, global form).
+
+    Parameters
+    ----------
+    weights : array-like of shape (n_basis,)
+        Non-negative weights ``w``.
+    basis : array-like of shape (n_basis, n_features)
+        The bases ``b_k`` (rows).
+    triplets : array-like of shape (n_triplets, 3, n_features)
+        (anchor, closer, farther) triplets of points.
+    beta : float
+        Weight of the L1 penalty.
+
+    Returns
+    -------
+    objective : float
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    B = np.asarray(basis, dtype=np.float64)
+    t = np.asarray(triplets, dtype=np.float64)
+    M = B.T @ (w[:, None] * B)
+    dp = t[:, 0] - t[:, 1]
+    dn = t[:, 0] - t[:, 2]
+    margin = (1 + np.einsum("ti,ij,tj->t", dp, M, dp)
+              - np.einsum("ti,ij,tj->t", dn, M, dn))
+    return float(np.maximum(margin, 0).mean() + beta * np.abs(w).sum())
+
+
+# ---------------------------------------------------------------------------
+# The triplet-basis data
+
+
+def triplet_pairs(triplets, n_points):
+    """The distinct pairs of the triplets.
+
+    Parameters
+    ----------
+    triplets : ndarray of int of shape (n_triplets, 3)
+        (anchor, closer, farther) indices of points.
+    n_points : int
+
+    Returns
+    -------
+    i, j : ndarray of int of shape (n_pairs,)
+        The distinct pairs ``(i, j)``, ``i ≤ j``.
+    pos, neg : ndarray of int of shape (n_triplets,)
+        Index of each triplet's (anchor, closer) and (anchor, farther) pair.
+    """
+    T = triplets.shape[0]
+    pairs = np.concatenate([triplets[:, [0, 1]], triplets[:, [0, 2]]]).astype(np.int64)
+    pairs.sort(axis=1)
+    uniq, inv = np.unique(pairs[:, 0] * n_points + pairs[:, 1], return_inverse=True)
+    inv = inv.ravel().astype(np.intp)
+    return uniq // n_points, uniq % n_points, inv[:T], inv[T:]
+
+
+class _TripletBasis:
+    """The triplet-basis matrix ``A`` (``a_tk = (b_kᵀδ⁺_t)² − (b_kᵀδ⁻_t)²``), implicit.
+
+    ``diffs`` holds the distinct pair differences ``δ_p``; ``Aᵀα`` for all bases is
+    ``diag(B S Bᵀ)`` with the ``d × d`` matrix ``S = Σ_p r_p δ_p δ_pᵀ`` (``r`` the
+    weights ``α`` summed per pair), never the ``T × K`` matrix. Columns of the working
+    set are materialised per pair, ``(δ_pᵀ b_k)²`` (``n_pairs × |C|``).
+    """
+
+    def __init__(self, diffs, pos, neg, basis):
+        self.diffs, self.pos, self.neg, self.basis = diffs, pos, neg, basis
+        self.n_pairs = diffs.shape[0]
+        self.n_triplets = pos.shape[0]
+        self.cols = np.zeros(0, dtype=np.intp)
+        self.Dc = np.zeros((self.n_pairs, 0))
+
+    def add_columns(self, new):
+        new = np.setdiff1d(new, self.cols)
+        if new.shape[0] == 0:
+            return
+        Dn = np.empty((self.n_pairs, new.shape[0]))
+        step = max(1, _BLOCK // max(new.shape[0], 1))
+        Bt = np.ascontiguousarray(self.basis[new].T)
+        for r0 in range(0, self.n_pairs, step):
+            r1 = min(r0 + step, self.n_pairs)
+            np.matmul(self.diffs[r0:r1], Bt, out=Dn[r0:r1])
+        np.square(Dn, out=Dn)
+        self.cols = np.concatenate([self.cols, new])
+        self.Dc = np.hstack([self.Dc, Dn])
+
+    def margins(self, wc):
+        """``1 + a_tᵀ w`` for every triplet (``wc`` on the working set)."""
+        u = self.Dc @ wc
+        return 1.0 + u[self.pos] - u[self.neg]
+
+    def rows(self, idx):
+        """Rows ``idx`` of ``A`` on the working set."""
+        return self.Dc[self.pos[idx]] - self.Dc[self.neg[idx]]
+
+    def price(self, alpha):
+        """``Aᵀα`` for every basis."""
+        r = (np.bincount(self.pos, alpha, self.n_pairs)
+             - np.bincount(self.neg, alpha, self.n_pairs))
+        S = self.diffs.T @ (self.diffs * r[:, None])
+        return np.einsum("kd,kd->k", self.basis @ S, self.basis)
+
+
+def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=False,
+               name="SCML"):
+    """Minimise the SCML objective over ``w ≥ 0`` for a fixed basis.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_points, n_features)
+    triplets : ndarray of int of shape (n_triplets, 3)
+        (anchor, closer, farther) indices into ``X``.
+    basis : ndarray of shape (n_basis, n_features)
+    beta : float
+        L1 weight (≥ 0).
+    tol : float
+        Stop when the certified duality gap is at most ``tol`` times the objective.
+    max_iter : int
+        Maximum number of rounds (restricted LP solve, then pricing).
+    verbose : bool
+        Print one line per round.
+    name : str
+        For messages.
+
+    Returns
+    -------
+    w : ndarray of shape (n_basis,)
+    n_iter : int
+        Rounds taken.
+    converged : bool
+    info : dict
+        ``objective``, ``dual`` (a lower bound on the optimum), ``gap``,
+        ``n_rows`` and ``n_columns`` (size of the last restricted LP).
+    """
+    i, j, pos, neg = triplet_pairs(triplets, X.shape[0])
+    prob = _TripletBasis(X[i] - X[j], pos, neg, basis)
+    T, K = prob.n_triplets, basis.shape[0]
+    u = 1.0 / T
+    grad = prob.price(np.full(T, u)) + beta      # the gradient at w = 0
+    cand = np.flatnonzero(grad < 0)
+    if cand.shape[0] == 0:
+        # w = 0 is optimal: every basis costs more (β) than it can gain
+        return np.zeros(K), 0, True, {"objective": 1.0, "dual": 1.0, "gap": 0.0,
+                                      "n_rows": 0, "n_columns": 0}
+    m0 = max(_MIN_NEW_COLUMNS, 2 * X.shape[1])
+    prob.add_columns(cand[np.argsort(grad[cand], kind="stable")[:m0]])
+    R = np.arange(0, T, max(1, T // _INITIAL_ROWS))
+    best = (np.inf, None)
+    dual_best = -np.inf
+    converged = False
+    t0 = time.perf_counter()
+    if verbose:
+        print(f"[{name}] {'round':>5} {'objective':>14} {'gap':>10} {'rows':>7} "
+              f"{'bases':>6} {'nonzero':>7} {'time':>8}")
+    for n_iter in range(1, max_iter + 1):
+        wc, y, _ = _ipm(prob.rows(R), beta, u)
+        wc = np.maximum(wc, 0.0)
+        wc[wc < 1e-12 * max(wc.max(), 1e-300)] = 0.0
+        z = prob.margins(wc)
+        objective = np.maximum(z, 0.0).mean() + beta * wc.sum()
+        if objective < best[0]:
+            best = (objective, dict(zip(prob.cols.tolist(), wc)))
+        alpha = np.zeros(T)
+        alpha[R] = np.clip(y, 0.0, u)
+        v = prob.price(alpha)
+        worst = -v.min()
+        dual = alpha.sum() * (1.0 if worst <= beta else beta / worst)
+        dual_best = max(dual_best, dual)
+        gap = best[0] - dual_best
+        if verbose:
+            print(f"[{name}] {n_iter:>5} {objective:>14.8e} {gap:>10.3e} {R.shape[0]:>7} "
+                  f"{prob.cols.shape[0]:>6} {int((wc > 0).sum()):>7} "
+                  f"{time.perf_counter() - t0:>7.2f}s")
+        if gap <= tol * best[0]:
+            converged = True
+            break
+        # rows: triplets violated at w outside the restricted LP
+        out = np.ones(T, dtype=bool)
+        out[R] = False
+        new_rows = np.flatnonzero(out & (z > 0))
+        new_rows = new_rows[np.argsort(-z[new_rows], kind="stable")[:_INITIAL_ROWS]]
+        # columns: bases whose reduced cost β + (Aᵀα)_k is negative
+        red = v + beta
+        inside = np.zeros(K, dtype=bool)
+        inside[prob.cols] = True
+        new_cols = np.flatnonzero(~inside & (red < 0))
+        new_cols = new_cols[np.argsort(red[new_cols], kind="stable")[
+            :max(_MIN_NEW_COLUMNS, prob.cols.shape[0] // 2)]]
+        if new_rows.shape[0] == 0 and new_cols.shape[0] == 0:
+            break  # optimal for the restricted LP's accuracy
+        # keep the rows that bind (a multiplier) or nearly bind; the others only
+        # slow the restricted LP down (they are priced again every round)
+        keep = (y > 1e-6 * u) | (z[R] > -_ROW_SLACK)
+        R = np.union1d(R[keep], new_rows)
+        prob.add_columns(new_cols)
+    objective, wmap = best
+    w = np.zeros(K)
+    for k, value in wmap.items():
+        w[k] = value
+    w, objective = _sparsify(prob, w, beta, objective, tol)
+    gap = objective - dual_best
+    if not converged:
+        warnings.warn(f"{name} did not reach a duality gap of tol={tol:g} times the "
+                      f"objective in {n_iter} rounds (gap {gap:.3g}, objective "
+                      f"{objective:.6g}).", ConvergenceWarning, stacklevel=3)
+    return w, n_iter, converged, {"objective": float(objective),
+                                  "dual": float(dual_best), "gap": float(gap),
+                                  "n_rows": int(R.shape[0]),
+                                  "n_columns": int(prob.cols.shape[0])}
+
+
+def _sparsify(prob, w, beta, objective, tol):
+    """Zero the weights an interior point leaves tiny but not zero.
+
+    The interior point lands inside the optimal face; the smallest weights are then
+    dropped (below a fraction ``1e-6, 1e-5, …`` of the largest) as long as the
+    objective stays within ``tol / 2`` (relative) of where it was.
+    """
+    cols = prob.cols
+    wc = w[cols]
+    for frac in (1e-3, 1e-4, 1e-5, 1e-6):
+        trial = np.where(wc >= frac * wc.max(), wc, 0.0)
+        z = prob.margins(trial)
+        value = np.maximum(z, 0.0).mean() + beta * trial.sum()
+        if value <= objective * (1 + 0.5 * tol):
+            out = np.zeros_like(w)
+            out[cols] = trial
+            return out, value
+    return w, objective
+
+
+def _ipm(A, beta, u, tol=1e-9, max_iter=100):
+    """Mehrotra predictor-corrector interior point for the restricted LP.
+
+    ``min β Σ w + u Σ ξ  s.t.  ξ − A w ≥ 1,  w, ξ ≥ 0`` (``A`` of shape (r, m)).
+    Written as ``min cᵀx, Gx − s = 1, x, s ≥ 0`` with ``G = [−A, I]``; the normal
+    equations ``(E + A Θ_w Aᵀ) dy = rhs`` (``E`` diagonal) are solved through the
+    Woodbury identity, an ``m × m`` system: O(r m²) per iteration.
+
+    Returns
+    -------
+    w : ndarray of shape (m,)
+    y : ndarray of shape (r,)
+        Dual multipliers of the rows (``0 ≤ y ≤ u``).
+    n_iter : int
+    """
+    r, m = A.shape
+    w = np.ones(m)
+    Aw = A @ w
+    xi = np.maximum(1.0 + Aw, 0.0) + 1.0
+    s = xi - Aw - 1.0
+    y = np.full(r, 0.5 * u)
+    zxi = np.full(r, 0.5 * u)
+    zw = np.abs(beta + A.T @ y) + max(beta, u)
+    scale = 1.0 + np.abs(A).max()
+    for it in range(1, max_iter + 1):
+        Aw = A @ w
+        ATy = A.T @ y
+        rp = 1.0 + Aw - xi + s
+        rdw = beta + ATy - zw
+        rdxi = u - y - zxi
+        gap = w @ zw + xi @ zxi + s @ y
+        pobj = beta * w.sum() + u * xi.sum()
+        if (gap <= tol * max(abs(pobj), 1e-300)
+                and np.abs(rp).max() <= 1e-9 * (1.0 + np.abs(xi).max())
+                and np.abs(rdw).max() <= 1e-9 * scale * u
+                and np.abs(rdxi).max() <= 1e-9 * u):
+            break
+        res = np.abs(rp).max() / (1.0 + np.abs(xi).max())
+        if it > 1 and gap <= 1e-6 * abs(pobj) and res > 10 * prev_res + 1e-9:
+            w, y = prev  # numerical breakdown near the optimum: keep the last iterate
+            break
+        prev, prev_res = (w, y), res
+        th_w = w / zw
+        th_xi = xi / zxi
+        E = th_xi + s / y
+        Einv = 1.0 / E
+        AE = A * Einv[:, None]
+        Kmat = A.T @ AE
+        Kmat.flat[::m + 1] += 1.0 / th_w
+        try:
+            cf = cho_factor(Kmat, check_finite=False)
+        except np.linalg.LinAlgError:
+            Kmat.flat[::m + 1] += 1e-10 * np.trace(Kmat) / m
+            cf = cho_factor(Kmat, check_finite=False)
+
+        def ksolve(b):
+            return cho_solve(cf, b, check_finite=False)
+
+        def wsolve(b):
+            t = Einv * b
+            return t - Einv * (A @ ksolve(A.T @ t))
+
+        def direction(rxz_w, rxz_xi, rsy):
+            # rhs = rp + rsy/y + G Θ rd − G (rxz / z),  G v = −A v_w + v_xi
+            vw = th_w * rdw - rxz_w / zw
+            vxi = th_xi * rdxi - rxz_xi / zxi
+            rhs = rp + rsy / y - A @ vw + vxi
+            dy = wsolve(rhs)
+            for _ in range(2):  # iterative refinement: Woodbury loses accuracy late
+                dy += wsolve(rhs - E * dy - A @ (th_w * (A.T @ dy)))
+            dw = th_w * (-(A.T @ dy) - rdw) + rxz_w / zw
+            dxi = th_xi * (dy - rdxi) + rxz_xi / zxi
+            dzw = (rxz_w - zw * dw) / w
+            dzxi = (rxz_xi - zxi * dxi) / xi
+            ds = (rsy - s * dy) / y
+            return dw, dxi, ds, dy, dzw, dzxi
+
+        def max_step(v, dv):
+            neg = dv < 0
+            return min(1.0, (-v[neg] / dv[neg]).min()) if neg.any() else 1.0
+
+        aff = direction(-w * zw, -xi * zxi, -s * y)
+        ap = min(max_step(w, aff[0]), max_step(xi, aff[1]), max_step(s, aff[2]))
+        ad = min(max_step(y, aff[3]), max_step(zw, aff[4]), max_step(zxi, aff[5]))
+        n_c = 2 * r + m
+        mu = gap / n_c
+        gap_aff = ((w + ap * aff[0]) @ (zw + ad * aff[4])
+                   + (xi + ap * aff[1]) @ (zxi + ad * aff[5])
+                   + (s + ap * aff[2]) @ (y + ad * aff[3]))
+        sigma = (gap_aff / gap) ** 3
+        dw, dxi, ds, dy, dzw, dzxi = direction(
+            sigma * mu - w * zw - aff[0] * aff[4],
+            sigma * mu - xi * zxi - aff[1] * aff[5],
+            sigma * mu - s * y - aff[2] * aff[3])
+        ap = 0.99 * min(max_step(w, dw), max_step(xi, dxi), max_step(s, ds))
+        ad = 0.99 * min(max_step(y, dy), max_step(zw, dzw), max_step(zxi, dzxi))
+        w = w + ap * dw
+        xi = xi + ap * dxi
+        s = s + ap * ds
+        y = y + ad * dy
+        zw = zw + ad * dzw
+        zxi = zxi + ad * dzxi
+    return w, y, it
+
+
+# ---------------------------------------------------------------------------
+# Bases (metric-learn 0.7's two constructions)
+
+
+def triplet_diff_bases(X, triplets, n_basis, random_state):
+    """metric-learn's ``'triplet_diffs'`` bases, from the eigenvectors of sums of pair
+    outer products of random groups of triplets.
+
+    Each round draws ``s`` triplets without replacement, forms
+    ``Σ δ⁺δ⁺ᵀ − δ⁻δ⁻ᵀ`` over them and keeps its eigenvectors with a nonzero
+    eigenvalue (relative to the largest), until ``n_basis`` bases are collected.
+    ``s = n_features`` as in metric-learn when there are at least ``2 n_features``
+    triplets; with fewer, ``s = max(1, n_triplets // 2)``, so that rounds draw
+    different groups (metric-learn raises when ``n_features > n_triplets``, its issue
+    348, and with ``n_triplets ≤ 2 n_features`` its rounds repeat nearly the same
+    matrix). metric-learn takes the *rows* of the eigenvector matrix returned by
+    ``eigh`` where its docstring (and the construction) mean its columns, the
+    eigenvectors; here they are the eigenvectors.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_points, n_features)
+    triplets : ndarray of int of shape (n_triplets, 3)
+    n_basis : int
+    random_state : RandomState
+
+    Returns
+    -------
+    basis : ndarray of shape (n_basis, n_features)
+    """
+    d = X.shape[1]
+    T = triplets.shape[0]
+    dp = X[triplets[:, 0]] - X[triplets[:, 1]]
+    dn = X[triplets[:, 0]] - X[triplets[:, 2]]
+    if not (np.any(dp) or np.any(dn)):
+        raise ValueError("The triplets have no extent: every (anchor, closer) and "
+                         "(anchor, farther) pair is made of identical points, so no "
+                         "basis can be built from their differences.")
+    size = d if T >= 2 * d else max(1, T // 2)
+    basis = np.empty((n_basis, d))
+    filled = 0
+    while filled < n_basis:
+        pick = random_state.choice(T, size=size, replace=False)
+        S = dp[pick].T @ dp[pick] - dn[pick].T @ dn[pick]
+        lam, V = np.linalg.eigh(S)
+        keep = np.abs(lam) > d * np.finfo(float).eps * max(np.abs(lam).max(), 1e-300)
+        vecs = V[:, keep].T
+        take = min(vecs.shape[0], n_basis - filled)
+        basis[filled:filled + take] = vecs[:take]
+        filled += take
+    return basis
+
+
+def lda_bases(X, y, n_basis, random_state):
+    """metric-learn's ``'lda'`` bases: discriminant directions of local regions.
+
+    k-means (``n_init=10``, as metric-learn) cuts ``X`` into
+    ``ceil(n_basis / (2 r))`` regions, ``r = min(n_classes − 1, n_features)``; around
+    each centre, the ``k`` nearest points of every class (``k = 10`` and ``20``, or
+    ``20`` and ``50`` above 50 features: two scales) give a linear discriminant
+    analysis whose unit-norm scalings are ``r`` bases. When a local LDA has fewer
+    than ``r`` directions (rank-deficient data: metric-learn fails there), it gives
+    the ones it has and the basis is shorter, with a warning.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_points, n_features)
+    y : ndarray of shape (n_points,)
+    n_basis : int
+    random_state : RandomState
+
+    Returns
+    -------
+    basis : ndarray of shape (≤ n_basis, n_features)
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.neighbors import NearestNeighbors
+
+    labels, y_codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n_classes, d = labels.shape[0], X.shape[1]
+    r = min(n_classes - 1, d)
+    n_clusters = int(np.ceil(n_basis / (2 * r)))
+    centres = KMeans(n_clusters=n_clusters, n_init=10, algorithm="elkan",
+                     random_state=random_state).fit(X).cluster_centers_
+    scales = (20, 50) if d > 50 else (10, 20)
+    neighbours = []
+    for c in range(n_classes):
+        members = np.flatnonzero(y_codes == c)
+        k = min(counts[c], scales[1])
+        nn = NearestNeighbors(n_neighbors=k).fit(X[members])
+        neighbours.append(members[nn.kneighbors(centres, return_distance=False)])
+    found = []
+    with warnings.catch_warnings():
+        # collinear local neighbourhoods are expected (and handled below)
+        warnings.filterwarnings("ignore", message="Variables are collinear")
+        for scale in scales:
+            for i in range(n_clusters):
+                idx = np.concatenate([nb[i, :min(scale, nb.shape[1])]
+                                      for nb in neighbours])
+                lda = LinearDiscriminantAnalysis().fit(X[idx], y_codes[idx])
+                sc = lda.scalings_[:, :r].T
+                norms = np.linalg.norm(sc, axis=1)
+                found.append(sc[norms > 0] / norms[norms > 0, None])
+    basis = np.concatenate(found)[:n_basis]
+    if basis.shape[0] < n_basis:
+        warnings.warn(f"The local discriminant analyses gave {basis.shape[0]} bases, "
+                      f"fewer than n_basis={n_basis} (the data or its neighbourhoods "
+                      "are rank-deficient); using those.", UserWarning, stacklevel=3)
+    return basis
