@@ -249,7 +249,20 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
         new_cols = new_cols[np.argsort(red[new_cols], kind="stable")[
             :max(_MIN_NEW_COLUMNS, prob.cols.shape[0] // 2)]]
         if new_rows.shape[0] == 0 and new_cols.shape[0] == 0:
-            break  # optimal for the restricted LP's accuracy
+            # optimal up to the interior point's accuracy: finish with a vertex
+            # solution of the same restricted LP (HiGHS's dual simplex)
+            wc, y = _simplex(prob.rows(R), beta, u)
+            z = prob.margins(wc)
+            objective = np.maximum(z, 0.0).mean() + beta * wc.sum()
+            if objective < best[0]:
+                best = (objective, dict(zip(prob.cols.tolist(), wc)))
+            alpha = np.zeros(T)
+            alpha[R] = np.clip(y, 0.0, u)
+            worst = -prob.price(alpha).min()
+            dual_best = max(dual_best,
+                            alpha.sum() * (1.0 if worst <= beta else beta / worst))
+            converged = best[0] - dual_best <= tol * best[0]
+            break
         # keep the rows that bind (a multiplier) or nearly bind; the others only
         # slow the restricted LP down (they are priced again every round)
         keep = (y > 1e-6 * u) | (z[R] > -_ROW_SLACK)
@@ -291,7 +304,26 @@ def _sparsify(prob, w, beta, objective, tol):
     return w, objective
 
 
+def _simplex(A, beta, u):
+    """The restricted LP by HiGHS's dual simplex (``scipy.optimize.linprog``)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix, hstack, identity
+
+    r, m = A.shape
+    res = linprog(np.concatenate([np.full(m, beta), np.full(r, u)]),
+                  A_ub=hstack([csr_matrix(A), -identity(r, format="csr")]).tocsc(),
+                  b_ub=-np.ones(r), bounds=(0, None), method="highs-ds")
+    if res.status != 0:
+        return np.zeros(m), np.zeros(r)
+    return np.maximum(res.x[:m], 0.0), -res.ineqlin.marginals
+
+
 def _ipm(A, beta, u, tol=1e-9, max_iter=100):
+    with np.errstate(all="ignore"):  # a breakdown ends the loop (non-finite check)
+        return _ipm_loop(A, beta, u, tol, max_iter)
+
+
+def _ipm_loop(A, beta, u, tol, max_iter):
     """Mehrotra predictor-corrector interior point for the restricted LP.
 
     ``min β Σ w + u Σ ξ  s.t.  ξ − A w ≥ 1,  w, ξ ≥ 0`` (``A`` of shape (r, m)).
@@ -315,6 +347,7 @@ def _ipm(A, beta, u, tol=1e-9, max_iter=100):
     zxi = np.full(r, 0.5 * u)
     zw = np.abs(beta + A.T @ y) + max(beta, u)
     scale = 1.0 + np.abs(A).max()
+    best, best_gap = (w, y, 0), np.inf
     for it in range(1, max_iter + 1):
         Aw = A @ w
         ATy = A.T @ y
@@ -323,16 +356,15 @@ def _ipm(A, beta, u, tol=1e-9, max_iter=100):
         rdxi = u - y - zxi
         gap = w @ zw + xi @ zxi + s @ y
         pobj = beta * w.sum() + u * xi.sum()
-        if (gap <= tol * max(abs(pobj), 1e-300)
-                and np.abs(rp).max() <= 1e-9 * (1.0 + np.abs(xi).max())
-                and np.abs(rdw).max() <= 1e-9 * scale * u
-                and np.abs(rdxi).max() <= 1e-9 * u):
+        res = max(np.abs(rp).max() / (1.0 + np.abs(xi).max()),
+                  np.abs(rdw).max() / (scale * u), np.abs(rdxi).max() / u)
+        if not np.isfinite(gap + res):
             break
-        res = np.abs(rp).max() / (1.0 + np.abs(xi).max())
-        if it > 1 and gap <= 1e-6 * abs(pobj) and res > 10 * prev_res + 1e-9:
-            w, y = prev  # numerical breakdown near the optimum: keep the last iterate
+        # the best nearly feasible iterate so far: late iterations can lose accuracy
+        if res <= 1e-6 and gap < best_gap:
+            best, best_gap = (w, y, it), gap
+        if gap <= tol * max(abs(pobj), 1e-300) and res <= 1e-9:
             break
-        prev, prev_res = (w, y), res
         th_w = w / zw
         th_xi = xi / zxi
         E = th_xi + s / y
@@ -393,6 +425,8 @@ def _ipm(A, beta, u, tol=1e-9, max_iter=100):
         y = y + ad * dy
         zw = zw + ad * dzw
         zxi = zxi + ad * dzxi
+    if best_gap < np.inf:
+        return best
     return w, y, it
 
 

@@ -100,13 +100,13 @@ class _SCMLSolverMixin:
             warnings.warn(f"{type(self).__name__}: every weight is zero (the L1 "
                           f"penalty beta={self.beta:g} outweighs what any basis gains"
                           "); the learned metric is zero. Decrease beta.",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=5)
             self.components_ = np.zeros((1, d))
         elif active.sum() < d:
             warnings.warn(f"The number of bases with nonzero weight ({active.sum()}) "
                           f"is less than the number of features ({d}): the learned "
                           "transformation reduces the dimension to "
-                          f"{active.sum()}.", UserWarning, stacklevel=3)
+                          f"{active.sum()}.", UserWarning, stacklevel=5)
             self.components_ = np.sqrt(w[active])[:, None] * B[active]
         else:
             self.components_ = components_from_metric(B[active].T
