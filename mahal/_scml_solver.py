@@ -216,17 +216,9 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
               f"{'bases':>6} {'nonzero':>7} {'time':>8}")
     for n_iter in range(1, max_iter + 1):
         wc, y, _ = _ipm(prob.rows(R), beta, u)
-        wc = np.maximum(wc, 0.0)
-        wc[wc < 1e-12 * max(wc.max(), 1e-300)] = 0.0
-        z = prob.margins(wc)
-        objective = np.maximum(z, 0.0).mean() + beta * wc.sum()
+        wc, objective, z, dual, v = _evaluate(prob, wc, y, R, beta, u)
         if objective < best[0]:
             best = (objective, dict(zip(prob.cols.tolist(), wc)))
-        alpha = np.zeros(T)
-        alpha[R] = np.clip(y, 0.0, u)
-        v = prob.price(alpha)
-        worst = -v.min()
-        dual = alpha.sum() * (1.0 if worst <= beta else beta / worst)
         dual_best = max(dual_best, dual)
         gap = best[0] - dual_best
         if verbose:
@@ -252,15 +244,10 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
             # optimal up to the interior point's accuracy: finish with a vertex
             # solution of the same restricted LP (HiGHS's dual simplex)
             wc, y = _simplex(prob.rows(R), beta, u)
-            z = prob.margins(wc)
-            objective = np.maximum(z, 0.0).mean() + beta * wc.sum()
+            wc, objective, _, dual, _ = _evaluate(prob, wc, y, R, beta, u)
             if objective < best[0]:
                 best = (objective, dict(zip(prob.cols.tolist(), wc)))
-            alpha = np.zeros(T)
-            alpha[R] = np.clip(y, 0.0, u)
-            worst = -prob.price(alpha).min()
-            dual_best = max(dual_best,
-                            alpha.sum() * (1.0 if worst <= beta else beta / worst))
+            dual_best = max(dual_best, dual)
             converged = best[0] - dual_best <= tol * best[0]
             break
         # keep the rows that bind (a multiplier) or nearly bind; the others only
@@ -282,6 +269,31 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
                                   "dual": float(dual_best), "gap": float(gap),
                                   "n_rows": int(R.shape[0]),
                                   "n_columns": int(prob.cols.shape[0])}
+
+
+def _evaluate(prob, wc, y, R, beta, u):
+    """Objective at the restricted LP's ``w`` (all triplets), and the dual bound.
+
+    ``α`` is the restricted LP's row multipliers (0 outside ``R``), clipped to
+    ``[0, u]`` and scaled down until ``Aᵀα ≥ −β`` holds for every basis: a feasible
+    point of the dual ``max Σα``, so ``Σα`` is a lower bound on the optimum.
+
+    Returns
+    -------
+    w, objective, margins, dual, Aᵀα
+        ``w`` the restricted LP's weights, clipped at 0 (rounding) and with the
+        weights below ``1e-12`` of the largest set to zero.
+    """
+    wc = np.maximum(wc, 0.0)
+    wc[wc < 1e-12 * max(wc.max(initial=0.0), 1e-300)] = 0.0
+    z = prob.margins(wc)
+    objective = np.maximum(z, 0.0).mean() + beta * wc.sum()
+    alpha = np.zeros(prob.n_triplets)
+    alpha[R] = np.clip(y, 0.0, u)
+    v = prob.price(alpha)
+    worst = -v.min()
+    dual = alpha.sum() * (1.0 if worst <= beta else beta / worst)
+    return wc, objective, z, dual, v
 
 
 def _sparsify(prob, w, beta, objective, tol):

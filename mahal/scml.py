@@ -79,7 +79,7 @@ class _SCMLSolverMixin:
         if n_basis < n_classes:
             warnings.warn(f"n_basis={n_basis} is less than the number of classes "
                           f"({n_classes}), which may lead to poor discriminative "
-                          "performance.", UserWarning, stacklevel=4)
+                          "performance.", UserWarning, stacklevel=6)
         return lda_bases(X, y, n_basis, rng)
 
     def _solve(self, X, triplets, y=None):
