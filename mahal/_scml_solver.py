@@ -130,21 +130,37 @@ class _TripletBasis:
         self.n_pairs = diffs.shape[0]
         self.n_triplets = pos.shape[0]
         self.cols = np.zeros(0, dtype=np.intp)
-        self.Dc = np.zeros((self.n_pairs, 0))
+        # columns of the working set, each contiguous (Fortran order), with room
+        self._buf = np.empty((self.n_pairs, 0), order="F")
+
+    @property
+    def Dc(self):
+        return self._buf[:, :self.cols.shape[0]]
 
     def add_columns(self, new):
         new = np.setdiff1d(new, self.cols)
-        if new.shape[0] == 0:
+        m, k = self.cols.shape[0], new.shape[0]
+        if k == 0:
             return
-        Dn = np.empty((self.n_pairs, new.shape[0]))
-        step = max(1, _BLOCK // max(new.shape[0], 1))
+        if m + k > self._buf.shape[1]:
+            buf = np.empty((self.n_pairs, max(2 * (m + k), 64)), order="F")
+            buf[:, :m] = self._buf[:, :m]
+            self._buf = buf
+        Dn = self._buf[:, m:m + k]
+        step = max(1, _BLOCK // k)
         Bt = np.ascontiguousarray(self.basis[new].T)
         for r0 in range(0, self.n_pairs, step):
             r1 = min(r0 + step, self.n_pairs)
-            np.matmul(self.diffs[r0:r1], Bt, out=Dn[r0:r1])
+            Dn[r0:r1] = self.diffs[r0:r1] @ Bt
         np.square(Dn, out=Dn)
         self.cols = np.concatenate([self.cols, new])
-        self.Dc = np.hstack([self.Dc, Dn])
+
+    def keep_columns(self, mask):
+        idx = np.flatnonzero(mask)
+        for dst, src in enumerate(idx):
+            if dst != src:
+                self._buf[:, dst] = self._buf[:, src]
+        self.cols = self.cols[idx]
 
     def margins(self, wc):
         """``1 + a_tᵀ w`` for every triplet (``wc`` on the working set)."""
@@ -215,7 +231,11 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
         print(f"[{name}] {'round':>5} {'objective':>14} {'gap':>10} {'rows':>7} "
               f"{'bases':>6} {'nonzero':>7} {'time':>8}")
     for n_iter in range(1, max_iter + 1):
-        wc, y, _ = _ipm(prob.rows(R), beta, u)
+        # the restricted LPs only guide the working sets until the gap is small:
+        # solve them to a tenth of the current relative gap
+        rel_gap = (best[0] - dual_best) / best[0] if np.isfinite(best[0]) else 1.0
+        wc, y, _ = _ipm(prob.rows(R), beta, u,
+                        tol=min(1e-4, max(1e-9, 0.1 * rel_gap, 0.1 * tol)))
         wc, objective, z, dual, v = _evaluate(prob, wc, y, R, beta, u)
         if objective < best[0]:
             best = (objective, dict(zip(prob.cols.tolist(), wc)))
@@ -254,6 +274,8 @@ def scml_solve(X, triplets, basis, beta, *, tol=1e-6, max_iter=100, verbose=Fals
         # slow the restricted LP down (they are priced again every round)
         keep = (y > 1e-6 * u) | (z[R] > -_ROW_SLACK)
         R = np.union1d(R[keep], new_rows)
+        # drop the bases at zero that the prices do not want either
+        prob.keep_columns((wc > 1e-6 * wc.max(initial=0.0)) | (red[prob.cols] <= 0))
         prob.add_columns(new_cols)
     objective, wmap = best
     w = np.zeros(K)
@@ -375,7 +397,7 @@ def _ipm_loop(A, beta, u, tol, max_iter):
         # the best nearly feasible iterate so far: late iterations can lose accuracy
         if res <= 1e-6 and gap < best_gap:
             best, best_gap = (w, y, it), gap
-        if gap <= tol * max(abs(pobj), 1e-300) and res <= 1e-9:
+        if gap <= tol * max(abs(pobj), 1e-300) and res <= min(1e-7, tol):
             break
         th_w = w / zw
         th_xi = xi / zxi
