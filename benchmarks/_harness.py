@@ -61,6 +61,8 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        # metric-learn's defaults: k-NN triplets (3 genuine, 10 impostors), LDA bases
+        Learner("scml", "mahal", "SCML_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 
@@ -80,6 +82,7 @@ def peer_learners(k=3):
                 counterpart="lmnn"),
         Learner("pylmnn", "pylmnn", "LargeMarginNearestNeighbor", {"n_neighbors": k},
                 counterpart="lmnn"),
+        Learner("ml_scml", "metric-learn", "SCML_Supervised", {}, counterpart="scml"),
     ]
     return {l.name: l for l in ls}
 

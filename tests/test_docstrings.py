@@ -12,7 +12,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 # Modules with public names (private modules are the implementation).
 PUBLIC_MODULES = ["mahal", "mahal.base", "mahal.constraints", "mahal.covariance",
                   "mahal.datasets", "mahal.linalg", "mahal.lmnn", "mahal.mmc",
-                  "mahal.reference"]
+                  "mahal.reference", "mahal.scml"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

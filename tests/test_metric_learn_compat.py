@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from mahal import LMNN, MMC, Covariance, MMC_Supervised
+from mahal import LMNN, MMC, Covariance, MMC_Supervised, SCML_Supervised
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -43,7 +43,8 @@ def pairs_iris(iris):
 
 def _transformers():
     return [Covariance(), MMC_Supervised(random_state=0),
-            LMNN(n_neighbors=3, max_iter=200, random_state=0)]
+            LMNN(n_neighbors=3, max_iter=200, random_state=0),
+            SCML_Supervised(random_state=0)]
 
 
 # ---------------------------------------------------------------------------
