@@ -52,6 +52,7 @@ __all__ = ["scml_objective", "scml_solve", "triplet_pairs", "triplet_diff_bases"
 _BLOCK = 1 << 21            # float64 entries per block of pair-basis distances
 _INITIAL_ROWS = 1000        # triplets in the first restricted LP (a regular subsample)
 _MIN_NEW_COLUMNS = 50       # bases added at least per pricing
+_MAX_EMPTY_ROUNDS = 100     # groups of triplets without a basis before giving up
 _ROW_SLACK = 0.5            # rows kept while their margin is above -_ROW_SLACK
 
 
@@ -504,13 +505,20 @@ def triplet_diff_bases(X, triplets, n_basis, random_state):
                          "basis can be built from their differences.")
     size = d if T >= 2 * d else max(1, T // 2)
     basis = np.empty((n_basis, d))
-    filled = 0
+    filled = empty_rounds = 0
     while filled < n_basis:
+        if empty_rounds == _MAX_EMPTY_ROUNDS:
+            raise ValueError(
+                f"No basis found in {_MAX_EMPTY_ROUNDS} random groups of {size} "
+                "triplets: their closer and farther differences cancel (e.g. the "
+                "closer and the farther point are the same). Check the triplets, or "
+                "pass basis as an array.")
         pick = random_state.choice(T, size=size, replace=False)
         S = dp[pick].T @ dp[pick] - dn[pick].T @ dn[pick]
         lam, V = np.linalg.eigh(S)
         keep = np.abs(lam) > d * np.finfo(float).eps * max(np.abs(lam).max(), 1e-300)
         vecs = V[:, keep].T
+        empty_rounds = empty_rounds + 1 if vecs.shape[0] == 0 else 0
         take = min(vecs.shape[0], n_basis - filled)
         basis[filled:filled + take] = vecs[:take]
         filled += take

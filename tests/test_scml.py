@@ -130,6 +130,16 @@ def test_triplets_without_extent_raise():
         SCML(preprocessor=X).fit(np.array([[0, 1, 2]]))
 
 
+def test_triplets_whose_differences_cancel_raise():
+    # closer == farther: Σ δ⁺δ⁺ᵀ − δ⁻δ⁻ᵀ is 0 for every group (metric-learn loops
+    # forever drawing groups)
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(10, 3))
+    trip = np.column_stack([np.arange(5), np.arange(5, 10), np.arange(5, 10)])
+    with pytest.raises(ValueError, match="cancel"):
+        SCML(preprocessor=X, random_state=0).fit(trip)
+
+
 def test_duplicate_points_are_merged():
     # the same point given in several triplets (and twice in one) is one point
     X, trip, B = _problem(11, duplicates=True)
