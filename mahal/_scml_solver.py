@@ -47,7 +47,7 @@ from scipy.linalg import cho_factor, cho_solve
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["scml_objective", "scml_solve", "triplet_pairs", "triplet_diff_bases",
-           "lda_bases"]
+           "lda_bases", "lda_scalings"]
 
 _BLOCK = 1 << 21            # float64 entries per block of pair-basis distances
 _INITIAL_ROWS = 1000        # triplets in the first restricted LP (a regular subsample)
@@ -548,7 +548,6 @@ def lda_bases(X, y, n_basis, random_state):
     basis : ndarray of shape (≤ n_basis, n_features)
     """
     from sklearn.cluster import KMeans
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.neighbors import NearestNeighbors
 
     labels, y_codes, counts = np.unique(y, return_inverse=True, return_counts=True)
@@ -565,20 +564,56 @@ def lda_bases(X, y, n_basis, random_state):
         nn = NearestNeighbors(n_neighbors=k).fit(X[members])
         neighbours.append(members[nn.kneighbors(centres, return_distance=False)])
     found = []
-    with warnings.catch_warnings():
-        # collinear local neighbourhoods are expected (and handled below)
-        warnings.filterwarnings("ignore", message="Variables are collinear")
-        for scale in scales:
-            for i in range(n_clusters):
-                idx = np.concatenate([nb[i, :min(scale, nb.shape[1])]
-                                      for nb in neighbours])
-                lda = LinearDiscriminantAnalysis().fit(X[idx], y_codes[idx])
-                sc = lda.scalings_[:, :r].T
-                norms = np.linalg.norm(sc, axis=1)
-                found.append(sc[norms > 0] / norms[norms > 0, None])
+    for scale in scales:
+        for i in range(n_clusters):
+            idx = np.concatenate([nb[i, :min(scale, nb.shape[1])]
+                                  for nb in neighbours])
+            sc = lda_scalings(X[idx], y_codes[idx])[:, :r].T
+            norms = np.linalg.norm(sc, axis=1)
+            found.append(sc[norms > 0] / norms[norms > 0, None])
     basis = np.concatenate(found)[:n_basis]
     if basis.shape[0] < n_basis:
         warnings.warn(f"The local discriminant analyses gave {basis.shape[0]} bases, "
                       f"fewer than n_basis={n_basis} (the data or its neighbourhoods "
                       "are rank-deficient); using those.", UserWarning, stacklevel=3)
     return basis
+
+
+def lda_scalings(X, y, tol=1e-4):
+    """The ``scalings_`` of scikit-learn's ``LinearDiscriminantAnalysis`` (SVD
+    solver, class-frequency priors), without its per-fit validation: the LDA bases
+    take one per region and scale, on a few hundred points each.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of int of shape (n_samples,)
+        Class codes.
+    tol : float, default=1e-4
+        scikit-learn's rank threshold on singular values.
+
+    Returns
+    -------
+    scalings : ndarray of shape (n_features, rank)
+        Discriminant directions (columns), up to the sign of each.
+    """
+    from scipy.linalg import svd
+
+    _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n, k = X.shape[0], counts.shape[0]
+    means = np.zeros((k, X.shape[1]))
+    np.add.at(means, codes, X)
+    means /= counts[:, None]
+    Xc = X - means[codes]
+    std = Xc.std(axis=0)
+    std[std == 0] = 1.0
+    _, S, Vt = svd(np.sqrt(1.0 / n) * (Xc / std), full_matrices=False)
+    rank = int(np.sum(S > tol))
+    scalings = (Vt[:rank] / std).T / S[:rank]
+    priors = counts / n
+    xbar = priors @ means
+    fac = 1.0 if k == 1 else 1.0 / (k - 1)
+    between = (np.sqrt(n * priors * fac) * (means - xbar).T).T @ scalings
+    _, S, Vt = svd(between, full_matrices=False)
+    rank = int(np.sum(S > tol * S[0])) if S.size else 0
+    return scalings @ Vt.T[:, :rank]

@@ -14,7 +14,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import SCML, SCML_Supervised
-from mahal._scml_solver import scml_objective, scml_solve, triplet_diff_bases
+from mahal._scml_solver import (lda_scalings, scml_objective, scml_solve,
+                                 triplet_diff_bases)
 from mahal.constraints import Constraints
 
 reference = pytest.importorskip("mahal.reference")
@@ -210,6 +211,26 @@ def test_supervised_labels_minus_one_are_a_class():
     a = SCML_Supervised(n_basis=4, random_state=0).fit(X, np.where(y == 0, -1, 1))
     b = SCML_Supervised(n_basis=4, random_state=0).fit(X, y)
     np.testing.assert_allclose(a.weights_, b.weights_)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lda_scalings_are_sklearns(seed):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 5)) + np.repeat(rng.normal(size=(4, 5)), 15, axis=0)
+    if seed == 2:
+        X[:, 4] = X[:, 0]  # collinear
+    y = np.repeat(np.arange(4), 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = LinearDiscriminantAnalysis().fit(X, y).scalings_
+    got = lda_scalings(X, y)
+    assert got.shape == ref.shape
+    # the same directions, each up to its sign
+    cos = np.abs(np.sum(got * ref, axis=0)) / (np.linalg.norm(got, axis=0)
+                                               * np.linalg.norm(ref, axis=0))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-10)
 
 
 def test_lda_bases_rank_deficient_data():
