@@ -584,7 +584,7 @@ def lda_bases(X, y, n_basis, random_state):
     each centre, the ``k`` nearest points of every class (``k = 10`` and ``20``, or
     ``20`` and ``50`` above 50 features: two scales) give a linear discriminant
     analysis whose unit-norm scalings are ``r`` bases. When a local LDA has fewer
-    than ``r`` directions (rank-deficient data: metric-learn fails there), it gives
+    than ``r`` directions (rank-deficient neighbourhoods), it gives
     the ones it has and the basis is shorter, with a warning.
 
     Parameters

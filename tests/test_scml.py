@@ -234,7 +234,7 @@ def test_lda_scalings_are_sklearns(seed):
 
 
 def test_lda_bases_rank_deficient_data():
-    # a duplicated feature makes every local LDA rank-deficient (metric-learn fails)
+    # a duplicated feature makes every local LDA rank-deficient
     X, y = load_iris(return_X_y=True)
     X = np.hstack([X, X[:, :1]])
     with warnings.catch_warnings():
