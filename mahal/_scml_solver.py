@@ -406,8 +406,8 @@ def _simplex(A, u, beta):
 def _ipm(A, beta, u, tol=1e-9, max_iter=100):
     with np.errstate(all="ignore"):  # a breakdown ends the loop (non-finite check)
         w, y, it = _ipm_loop(A, beta, u, tol, max_iter)
-    if it == 0 or not (np.all(np.isfinite(w)) and np.all(np.isfinite(y))):
-        # no nearly feasible iterate (numerical breakdown): the simplex instead
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(y))):
+        # numerical breakdown before any nearly feasible iterate: the simplex instead
         w, y = _simplex(A, u, beta)
     return w, y, it
 
@@ -517,7 +517,7 @@ def _ipm_loop(A, beta, u, tol, max_iter):
         zxi = zxi + ad * dzxi
     if best_gap < np.inf:
         return best
-    return w, y, 0
+    return w, y, it
 
 
 # ---------------------------------------------------------------------------
