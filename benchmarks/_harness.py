@@ -83,6 +83,8 @@ def mahal_learners(k=3):
         # (regresses the class index: the harness's data sets are classification)
         Learner("mlkr", "mahal", "MLKR", {"n_jobs": -1}),
         Learner("ncmml", "mahal", "NCMML", {}),
+        # metric-learn's defaults: k-NN triplets (3 genuine, 10 impostors), LDA bases
+        Learner("scml", "mahal", "SCML_Supervised", {}),
     ]
     return {l.name: l for l in ls}
 
@@ -122,6 +124,7 @@ def peer_learners(k=3):
         # at mahal's max_iter (its own default is 50)
         Learner("sk_nca", "scikit-learn", "NeighborhoodComponentsAnalysis",
                 {"max_iter": 100}, counterpart="nca"),
+        Learner("ml_scml", "metric-learn", "SCML_Supervised", {}, counterpart="scml"),
     ]
     return {l.name: l for l in ls}
 

@@ -34,6 +34,8 @@ _PUBLIC = {
     "MLKR": "mlkr",
     "NCMML": "ncmml",
     "PrototypeClassifier": "prototype",
+    "SCML": "scml",
+    "SCML_Supervised": "scml",
 }
 
 # Submodules reachable as attributes after ``import mahal``, as in metric-learn

@@ -665,3 +665,62 @@ def ncmml(X, y, solver=None):
     return Mv, float(prob.value)
 
 # === end NCMML ===
+
+
+
+# === SCML (owned by the SCML module's author) ===
+
+
+def scml_triplet_basis(basis, triplets):
+    """The triplet-basis matrix ``a_tk = (b_kᵀ(x_t − x_t⁺))² − (b_kᵀ(x_t − x_t⁻))²``.
+
+    Parameters
+    ----------
+    basis : array-like of shape (n_basis, n_features)
+    triplets : array-like of shape (n_triplets, 3, n_features)
+
+    Returns
+    -------
+    A : ndarray of shape (n_triplets, n_basis)
+    """
+    B = np.asarray(basis, dtype=np.float64)
+    t = np.asarray(triplets, dtype=np.float64)
+    return ((t[:, 0] - t[:, 1]) @ B.T) ** 2 - ((t[:, 0] - t[:, 2]) @ B.T) ** 2
+
+
+def scml(basis, triplets, beta, solver=None):
+    """SCML's weights (Shi, Bellet & Sha 2014) solved to optimality by cvxpy.
+
+    The linear program ``min_{w ≥ 0, ξ ≥ 0} (1/T) Σ_t ξ_t + β Σ_k w_k`` subject to
+    ``ξ_t ≥ 1 + a_tᵀ w`` (:func:`scml_triplet_basis`), i.e. the hinge objective
+    ``(1/T) Σ_t [1 + d_M(x_t, x_t⁺) − d_M(x_t, x_t⁻)]_+ + β‖w‖₁`` with
+    ``M = Σ_k w_k b_k b_kᵀ``.
+
+    Parameters
+    ----------
+    basis : array-like of shape (n_basis, n_features)
+    triplets : array-like of shape (n_triplets, 3, n_features)
+    beta : float
+    solver : str, optional
+        A cvxpy solver name (default: HiGHS if installed, else Clarabel).
+
+    Returns
+    -------
+    w : ndarray of shape (n_basis,)
+    objective : float
+    """
+    cp = _cvxpy()
+    A = scml_triplet_basis(basis, triplets)
+    T, K = A.shape
+    w = cp.Variable(K, nonneg=True)
+    xi = cp.Variable(T, nonneg=True)
+    prob = cp.Problem(cp.Minimize(cp.sum(xi) / T + beta * cp.sum(w)),
+                      [xi >= 1 + A @ w])
+    if solver is None:
+        solver = "HIGHS" if "HIGHS" in cp.installed_solvers() else "CLARABEL"
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the SCML LP: status {prob.status}.")
+    return np.maximum(w.value, 0.0), float(prob.value)
+
+# === end SCML ===

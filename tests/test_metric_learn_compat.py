@@ -28,6 +28,7 @@ from mahal import ITML_Supervised
 from mahal import SDML_Supervised
 from mahal import MLKR, NCA
 from mahal import NCMML
+from mahal import SCML_Supervised
 from mahal.base import initialize_metric
 from mahal.exceptions import NonPSDError, PreprocessorError
 from mahal.linalg import components_from_metric
@@ -63,6 +64,7 @@ def _transformers():
         NCA(max_iter=50),
         MLKR(max_iter=50),
         NCMML(random_state=0),
+        SCML_Supervised(random_state=0),
     ]
 
 
