@@ -27,8 +27,9 @@ __all__ = ["Constraints", "wrap_pairs"]
 
 # Above this many candidate pairs (and more than _ENUMERATE_FACTOR times the
 # number requested) pairs are drawn by rejection-free random sampling with
-# deduplication instead of being enumerated exactly.
-_ENUMERATE_MAX_PAIRS = 10 ** 6
+# deduplication instead of being enumerated exactly: both are uniform, and drawing
+# costs O(n_constraints) where listing every pair costs O(n²).
+_ENUMERATE_MAX_PAIRS = 10 ** 4
 _ENUMERATE_FACTOR = 4
 _MAX_SAMPLING_ROUNDS = 100
 
@@ -233,7 +234,7 @@ class Constraints:
         never paired with itself.  Each returned pair ``(i, j)`` has
         ``i < j``, and the pairs come in random order.
 
-        When at most ``max(10**6, 4 * n_constraints)`` pairs of a kind exist
+        When at most ``max(10**4, 4 * n_constraints)`` pairs of a kind exist
         they are enumerated and sampled exactly; otherwise they are drawn in
         vectorised batches and deduplicated, which costs
         ``O(n_samples + n_constraints)`` memory.
