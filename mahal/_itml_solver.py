@@ -55,8 +55,9 @@ kernels = lazy_module("mahal._itml_kernels")  # (numba: imported on first use)
 __all__ = ["itml_solve", "itml_objective", "default_bounds"]
 
 # Projections run in NumPy before the kernel takes over (while the kernel module is
-# not yet imported): a few tenths of a second, what importing numba costs.
-_NUMPY_PROJECTIONS = 20_000
+# not yet imported): about what loading numba and the cached kernel costs, so that a
+# small fit (ITML_Supervised on wine) never imports numba (docs/solver_notes.rst).
+_NUMPY_PROJECTIONS = 60_000
 # Default bounds: exact percentiles over every pair of distinct points up to this many
 # pairs (n ≤ 2000); beyond, over this many pairs drawn at random.
 _EXACT_PAIRS = 2_000_000
