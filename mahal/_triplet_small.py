@@ -2,11 +2,14 @@
 
 The first call of any numba function in a process costs more than a whole small
 ``TripletMargin_Supervised`` fit (loading numba and its cached machine code, or
-compiling it on a new machine). So a fit on at most ``_NUMPY_POINTS`` points whose
-batches hold at most ``_NUMPY_BATCH`` points mines and sums its hinges in NumPy
-(vectorised over the batch: ``B × B`` distances, at most ``B³`` candidate triplets),
-and never imports numba; larger fits, or any fit once the kernels are loaded, use
-:mod:`mahal._triplet_kernels`. The twins select the same triplets, in the same
+compiling it on a new machine). So batches of at most ``_NUMPY_BATCH`` points are
+mined and their hinges summed in NumPy (vectorised over the batch: ``B × B``
+distances, at most ``B³`` candidate triplets), without importing numba, until the
+process has done ``_NUMPY_WORK`` batches' worth of such work (a batch of ``B``
+points counts ``max(1, (B/32)³)``); then, as for larger batches or once the kernels
+are loaded, :mod:`mahal._triplet_kernels` take over (a NumPy batch is several times
+slower than a compiled one, so a process that keeps fitting pays numba's start-up
+once rather than the NumPy price on every fit). The twins select the same triplets, in the same
 order, with the same ties (the lowest index), and return the same ``C``; sums may
 differ by rounding.
 """
@@ -21,14 +24,15 @@ kernels = lazy_module("mahal._triplet_kernels")  # (numba: imported on first use
 
 MINE_ALL, MINE_HARD, MINE_SEMIHARD = 0, 1, 2  # as mahal._triplet_kernels
 
-_NUMPY_POINTS = 1000
 _NUMPY_BATCH = 128
+_NUMPY_WORK = 400.0
+_numpy_done = 0.0  # (batches' worth of NumPy mining in this process)
 
 
-def use_numpy(n_samples, batch_size):
-    """Whether a fit on ``n_samples`` points in batches of ``batch_size`` mines in
-    NumPy (small, and the kernels are not loaded yet)."""
-    return (n_samples <= _NUMPY_POINTS and batch_size <= _NUMPY_BATCH
+def use_numpy(batch_size):
+    """Whether the next batch of ``batch_size`` points is mined in NumPy: a small
+    batch, the kernels not loaded, and the process's NumPy budget not spent."""
+    return (batch_size <= _NUMPY_BATCH and _numpy_done < _NUMPY_WORK
             and "mahal._triplet_kernels" not in sys.modules)
 
 
@@ -108,6 +112,9 @@ def all_triplets_hinge(D, codes, margin):
 def mined_hinge(Z, codes, margin, mode, in_numpy):
     """Hinge sum of a batch's mined triplets: ``(total, n_active, C, n_units)``
     (see :mod:`mahal._triplet_kernels`), in NumPy when ``in_numpy`` is true."""
+    global _numpy_done
+    if in_numpy:
+        _numpy_done += max(1.0, (Z.shape[0] / 32) ** 3)
     impl = sys.modules[__name__] if in_numpy else kernels
     D = impl.pairwise_sq_distances(Z)
     if mode == MINE_ALL:

@@ -217,7 +217,6 @@ def triplet_sgd(X, codes, L0, *, margin, mode, classes_per_batch, samples_per_cl
     sampler = PKSampler(np.asarray(codes, dtype=np.int64), classes_per_batch,
                         samples_per_class, rng)
     n_batches = -(-n // (classes_per_batch * samples_per_class))
-    in_numpy = use_numpy(n, classes_per_batch * samples_per_class)  # (small: no numba)
     step = float(learning_rate)
     best = np.inf
     stalled = divisions = t = 0
@@ -236,7 +235,7 @@ def triplet_sgd(X, codes, L0, *, margin, mode, classes_per_batch, samples_per_cl
         for _ in range(n_batches):
             idx, batch_codes = sampler.batch()
             f, G, n_active = batch_loss_grad(L, X[idx], batch_codes, margin, mode,
-                                             in_numpy)
+                                             use_numpy(idx.shape[0]))
             total += f
             active += n_active
             t += 1

@@ -188,6 +188,32 @@ def test_numpy_twins_equal_the_kernels(rule, seed, integer):
     np.testing.assert_array_equal(got[2], want[2])
 
 
+def test_numpy_budget_is_the_process_s():
+    # small batches are mined in NumPy without numba until the process has spent
+    # its NumPy budget; then the kernels take over (a process fitting again and
+    # again pays numba's start-up once)
+    import subprocess
+    import sys
+
+    code = """
+import sys, warnings
+from sklearn.datasets import load_wine
+from sklearn.preprocessing import StandardScaler
+from mahal import TripletMargin_Supervised, _triplet_small
+warnings.simplefilter("ignore")
+X, y = load_wine(return_X_y=True)
+X = StandardScaler().fit_transform(X)
+seen = []
+for _ in range(3):
+    TripletMargin_Supervised(random_state=0).fit(X, y)
+    seen.append("mahal._triplet_kernels" in sys.modules)
+print(seen[0], seen[-1], _triplet_small._numpy_done >= _triplet_small._NUMPY_WORK)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True"]
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("mining", ["all", "hard", "semihard"])
 def test_small_fit_in_numpy_equals_the_kernel_fit(mining, monkeypatch):
@@ -195,7 +221,7 @@ def test_small_fit_in_numpy_equals_the_kernel_fit(mining, monkeypatch):
     X = StandardScaler().fit_transform(X)
     fits = {}
     for in_numpy in (False, True):
-        monkeypatch.setattr(_triplet_solver, "use_numpy", lambda n, b, v=in_numpy: v)
+        monkeypatch.setattr(_triplet_solver, "use_numpy", lambda b, v=in_numpy: v)
         est = TripletMargin_Supervised(mining=mining, max_iter=15, random_state=0)
         fits[in_numpy] = est.fit(X, y)
     np.testing.assert_allclose(fits[True].components_, fits[False].components_,
