@@ -108,6 +108,11 @@ class MahalanobisDistance:
     components : ndarray of shape (n_components, n_features)
         ``G``: the distance is ``‖G (u − v)‖``.
 
+    References
+    ----------
+    P. C. Mahalanobis, "On the generalised distance in statistics", Proceedings of
+    the National Institute of Sciences of India 2 (1936), 49–55.
+
     Examples
     --------
     >>> import numpy as np

@@ -77,6 +77,18 @@ class Constraints:
     classes_ : ndarray of shape (n_classes,)
         The distinct known labels, sorted.
 
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002): similar
+    and dissimilar pairs from labels.
+
+    A. Bar-Hillel, T. Hertz, N. Shental and D. Weinshall, "Learning a Mahalanobis
+    Metric from Equivalence Constraints", JMLR 6 (2005), 937–965: chunklets.
+
+    Y. Shi, A. Bellet and F. Sha, "Sparse Compositional Metric Learning", AAAI 2014:
+    k-NN triplets (``generate_knntriplets``).
+
     Examples
     --------
     >>> from mahal.constraints import Constraints

@@ -333,6 +333,11 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     Two identical points with different labels make a dissimilar pair that no metric
     can satisfy: such sampled pairs are dropped, with a warning.
 
+    References
+    ----------
+    J. V. Davis, B. Kulis, P. Jain, S. Sra and I. S. Dhillon, "Information-theoretic
+    metric learning", ICML 2007.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

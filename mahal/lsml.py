@@ -226,6 +226,11 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     objective_ : float
     n_features_in_ : int
 
+    References
+    ----------
+    E. Y. Liu, Z. Guo, X. Zhang, V. Jojic and W. Wang, "Metric Learning from Relative
+    Comparisons by Minimizing Squared Residual", ICDM 2012.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

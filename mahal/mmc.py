@@ -149,6 +149,11 @@ default='identity'
     problem is unbounded; a ``UserWarning`` is raised and the limiting metric (the
     problem restricted to those directions, normalised to trace 1) is returned.
 
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002).
+
     Examples
     --------
     >>> import numpy as np
@@ -260,6 +265,11 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     components_ : ndarray of shape (n_features, n_features)
     n_iter_ : int
     n_features_in_ : int
+
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002).
 
     Examples
     --------

@@ -274,6 +274,12 @@ class SDML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
         (with the default ``balance_param`` and ``20 · n_classes²`` pairs of each
         kind, that is the usual case on standardised data).
 
+    References
+    ----------
+    G.-J. Qi, J. Tang, Z.-J. Zha, T.-S. Chua and H.-J. Zhang, "An efficient sparse
+    metric learning in high-dimensional space via l1-penalized log-determinant
+    regularization", ICML 2009.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
