@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
@@ -349,3 +349,10 @@ class IntAtLeast(Interval):
 # ``n_jobs`` as scikit-learn means it: None (one thread, or joblib's context), -1 all
 # cores, -2 all but one, ..., or a positive count.
 N_JOBS = [Interval(numbers.Integral, None, -1, closed="right"), IntAtLeast(1), None]
+
+# The *_Supervised learners' number of constraints (None: the learner's default) and
+# metric-learn's deprecated name for it.
+N_CONSTRAINTS = {
+    "n_constraints": [IntAtLeast(1), None],
+    "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+}

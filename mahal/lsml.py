@@ -21,7 +21,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._lsml_solver import lsml_solve, prior_range
 from ._parallel import fit_threads
-from ._validation import IntAtLeast, check_points, check_tuple_weights, require_y
+from ._validation import (N_CONSTRAINTS, IntAtLeast, check_points, check_tuple_weights,
+                          require_y)
 from .base import (
     MahalanobisMixin,
     QuadrupletsClassifierMixin,
@@ -242,9 +243,8 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_LSMLSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
+        **N_CONSTRAINTS,
         "weights": ["array-like", None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints"}

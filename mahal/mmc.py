@@ -22,7 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._mmc_solver import CrossClassPairs, DiffPairs, mmc_solve, scatter
-from ._validation import IntAtLeast, check_points, require_y
+from ._validation import N_CONSTRAINTS, IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import (
     MahalanobisMixin,
@@ -299,8 +299,7 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_MMCSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+        **N_CONSTRAINTS,
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints",

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._parallel import fit_threads
 from ._sdml_solver import pair_loss_matrix, sdml_solve
-from ._validation import IntAtLeast, check_points, require_y
+from ._validation import N_CONSTRAINTS, check_points, require_y
 from .base import (
     MahalanobisMixin,
     PairsClassifierMixin,
@@ -306,8 +306,7 @@ class SDML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_SDMLSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+        **N_CONSTRAINTS,
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints"}
