@@ -152,6 +152,56 @@ class SoftmaxProblem:
         """Loss at the embedding ``Z`` (n × r) and its gradient ``∂f/∂Z``."""
         n, r = Z.shape
         self.n_evals += 1
+        ctx = self._context(Z, self.shift)
+        chunks = chunk_ranges(n, r)
+        results = self.pool.map(lambda c: self._chunk(c, ctx), chunks)
+        f = 0.0
+        acc = None
+        for fc, acc_c in results:  # (in chunk order: independent of the threads)
+            f += fc
+            acc = acc_c if acc is None else acc + acc_c
+        self.shift = ctx[5]
+        return f, _grad_z(Z, ctx[6], acc)
+
+    def chunk_loss_grad(self, L, chunk, shift=None):
+        """One row chunk's share of :meth:`loss_grad`, for an evaluation whose
+        chunks run elsewhere (:mod:`mahal._dask_softmax`).
+
+        Parameters
+        ----------
+        L : ndarray of shape (r, d)
+        chunk : (int, int)
+            The rows ``start:stop``.
+        shift : ndarray of shape (stop − start,) or None
+            The rows' shift returned by this chunk's previous evaluation (None:
+            the first, with exact shifts), as :meth:`loss_grad` keeps it.
+
+        Returns
+        -------
+        f : float
+            The chunk rows' loss (with the same rows, the same chunk sum as in
+            :meth:`loss_grad`, to the bit).
+        grad : ndarray of shape (r, d)
+            The chunk's share of the gradient: the shares sum to :meth:`loss_grad`'s
+            gradient (to rounding).
+        shift : ndarray of shape (stop − start,)
+            The rows' shift for the chunk's next evaluation.
+        """
+        start, stop = chunk
+        Z = self.X @ L.T
+        n, r = Z.shape
+        if shift is not None:
+            shift = np.concatenate([np.zeros(start), shift, np.zeros(n - stop)])
+        ctx = self._context(Z, shift)
+        ctx[6].fill(0.0)  # (W Z of the other chunks' rows: not this share's)
+        f, acc = self._chunk(chunk, ctx)
+        return f, _grad_z(Z, ctx[6], acc).T @ self.X, ctx[5][start:stop]
+
+    def _context(self, Z, shift):
+        """What the chunks of one evaluation at ``Z`` share: ``(Z, right, ones_z,
+        value_z, shift, new_shift, WZ, exact_shift)`` (the chunks write their rows
+        of ``new_shift`` and ``WZ = [W Z, W 1]``); ``shift`` None: exact shifts."""
+        n, r = Z.shape
         sq = np.einsum("ij,ij->i", Z, Z)
         right = np.empty((n, r + 2))
         right[:, :r], right[:, r], right[:, r + 1] = Z, sq, 1.0
@@ -163,24 +213,11 @@ class SoftmaxProblem:
             value_z = np.hstack([ones_z, ones_z * self.v[:, None]])
         else:
             value_z = ones_z * self.v[:, None]
-        exact_shift = self.shift is None
-        shift = np.zeros(n) if exact_shift else self.shift
+        exact_shift = shift is None
+        shift = np.zeros(n) if exact_shift else shift
         new_shift = np.empty(n)
         WZ = np.empty((n, r + 1))  # [W Z, W 1]
-        ctx = (Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift)
-        chunks = chunk_ranges(n, r)
-        results = self.pool.map(lambda c: self._chunk(c, ctx), chunks)
-        f = 0.0
-        acc = None
-        for fc, acc_c in results:  # (in chunk order: independent of the threads)
-            f += fc
-            acc = acc_c if acc is None else acc + acc_c
-        self.shift = new_shift
-        # U = (diag(W1) + diag(Wᵀ1)) Z − W Z − Wᵀ Z ; ∂f/∂Z = 2 U
-        U = (WZ[:, r] + acc[:, r])[:, None] * Z
-        U -= WZ[:, :r]
-        U -= acc[:, :r]
-        return f, 2.0 * U
+        return (Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift)
 
     def _chunk(self, chunk, ctx):
         Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift = ctx
@@ -288,6 +325,26 @@ class SoftmaxProblem:
             k += 1
             while seg[k + 1] <= seg[k]:  # (empty classes)
                 k += 1
+
+
+def _grad_z(Z, WZ, acc):
+    """``∂f/∂Z = 2 U``, ``U = (diag(W1) + diag(Wᵀ1)) Z − W Z − Wᵀ Z``, from
+    ``WZ = [W Z, W 1]`` and ``acc = [Wᵀ Z, Wᵀ 1]``."""
+    r = Z.shape[1]
+    U = (WZ[:, r] + acc[:, r])[:, None] * Z
+    U -= WZ[:, :r]
+    U -= acc[:, :r]
+    return 2.0 * U
+
+
+def softmax_problem_maker(build, X, y, block_rows=None):
+    """``make_problem(pool)`` for :func:`softmax_solve`: ``build(X, y, pool,
+    block_rows)``, or, for ``X`` held on a cluster (a
+    :class:`mahal._dask_softmax.DistributedPoints`), a problem whose evaluations
+    run there."""
+    if hasattr(X, "softmax_problem"):
+        return lambda pool: X.softmax_problem(build, y, block_rows)
+    return lambda pool: build(X, y, pool, block_rows)
 
 
 # scipy's L-BFGS-B defaults, which ``tol=None`` means (as in metric-learn, which
