@@ -531,7 +531,9 @@ def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
     """scipy's L-BFGS-B with the same stopping rules and callback as
     :func:`mahal._optimize.lbfgs`, and scipy's default memory (10 pairs), as
     scikit-learn's and metric-learn's NCA: from the same start, they follow the
-    same iterates up to rounding."""
+    same iterates up to rounding — until a line search fails (or, with ``tol=0``,
+    an iteration stalls), where they stop and this starts again from the point
+    reached (while ``max_iter`` allows)."""
     from scipy.optimize import minimize
 
     from ._optimize import CONVERGED, MAX_ITER
@@ -542,7 +544,18 @@ def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
         state["nit"] += 1
         on_iteration(state["nit"], intermediate_result.fun, intermediate_result.x)
 
-    res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback,
-                   options=dict(maxiter=max_iter, ftol=ftol, gtol=gtol))
-    status = MAX_ITER if res.status == 1 else CONVERGED
-    return _ScipyResult(res.x, res.fun, res.nit, status)
+    x = x0
+    while True:
+        res = minimize(fun, x, jac=True, method="L-BFGS-B", callback=callback,
+                       options=dict(maxiter=max_iter - state["nit"], ftol=ftol,
+                                    gtol=gtol))
+        # Stopped by a failed line search (status 2), or, with both tolerances 0
+        # (run to max_iter), by an iteration that did not lower f at all: with
+        # iterations left, start again from steepest descent at the point
+        # reached, as mahal._optimize.lbfgs does; a run that stops at once ends it.
+        stalled = res.status == 2 or (res.status == 0 and ftol == 0 and gtol == 0)
+        if not stalled or res.nit == 0 or state["nit"] >= max_iter:
+            break
+        x = res.x
+    at_max = res.status == 1 or (stalled and state["nit"] >= max_iter)
+    return _ScipyResult(res.x, res.fun, state["nit"], MAX_ITER if at_max else CONVERGED)

@@ -164,3 +164,44 @@ def test_single_block_fit_is_the_same_for_any_number_of_threads(Estimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             fits.append(Estimator(max_iter=5, n_jobs=n_jobs).fit(X, target))
     np.testing.assert_array_equal(fits[0].components_, fits[1].components_)
+
+
+@pytest.mark.parametrize("tol, runs, expected", [
+    # a failed line search (status 2), then a run that stops at once: the end
+    (1e-5, [(3, 2), (0, 2)], dict(maxiters=[7, 4], nit=3, at_max=False)),
+    # a failed line search, then the remaining iterations
+    (1e-5, [(3, 2), (4, 1)], dict(maxiters=[7, 4], nit=7, at_max=True)),
+    # with tol=0, an iteration that did not lower f ("converged", status 0)
+    (0.0, [(2, 0), (5, 1)], dict(maxiters=[7, 5], nit=7, at_max=True)),
+    # ... but with tol > 0 that is convergence
+    (1e-5, [(2, 0)], dict(maxiters=[7], nit=2, at_max=False)),
+])
+def test_scipy_lbfgs_starts_again_where_a_line_search_failed(monkeypatch, tol, runs,
+                                                             expected):
+    # scipy's L-BFGS-B stops at a failed line search; with iterations left, the
+    # wrapper starts it again from the point reached (steepest descent).
+    import scipy.optimize
+
+    from mahal._optimize import CONVERGED, MAX_ITER
+
+    starts, maxiters = [], []
+
+    def fake_minimize(fun, x, jac, method, callback, options):
+        steps, status = runs[len(starts)]
+        starts.append(x.copy())
+        maxiters.append(options["maxiter"])
+        for _ in range(steps):
+            x = x + 1.0
+            callback(scipy.optimize.OptimizeResult(x=x, fun=0.0))
+        return scipy.optimize.OptimizeResult(x=x, fun=0.0, nit=steps, status=status)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", fake_minimize)
+    seen = []
+    res = B._scipy_lbfgs(None, np.zeros(2), 7, tol, tol,
+                         lambda nit, f, x: seen.append(nit))
+    assert maxiters == expected["maxiters"]
+    for k in range(1, len(starts)):  # (each run starts where the last stopped)
+        assert starts[k][0] == sum(steps for steps, _ in runs[:k])
+    assert res.nit == expected["nit"] and seen == list(range(1, res.nit + 1))
+    assert res.x[0] == res.nit
+    assert res.status == (MAX_ITER if expected["at_max"] else CONVERGED)
