@@ -49,8 +49,8 @@ Design:
 - Small ``n`` (``n² ≤ _SINGLE_BLOCK_ELEMENTS``, 32 MB): one symmetric ``n × n``
   block instead (:meth:`SoftmaxProblem._single_block`), ``W + Wᵀ`` formed in place,
   half the multiply-adds, and the ``exp`` and the elementwise passes in numba
-  (:mod:`mahal._softmax_kernels`). There the blocks' constant costs per block and
-  NumPy's scalar ``exp`` weighed most.
+  (:mod:`mahal._softmax_kernels`): at these sizes NumPy's ``exp`` (scalar without
+  AVX-512) and the third product weighed most (``docs/benchmarks.rst``).
 """
 
 import numpy as np
