@@ -37,7 +37,7 @@ How it is solved
   pass over ``A`` per projection); a problem small enough that importing numba would
   cost more than the whole fit runs its first sweeps in NumPy
   (:func:`_bregman_sweep_numpy`, the same arithmetic), until ``_NUMPY_PROJECTIONS``
-  projections have been done.
+  projections have been done in the process.
 """
 
 import sys
@@ -55,8 +55,12 @@ kernels = lazy_module("mahal._itml_kernels")  # (numba: imported on first use)
 __all__ = ["itml_solve", "itml_objective", "default_bounds"]
 
 # Projections run in NumPy before the kernel takes over (while the kernel module is
-# not yet imported): a few tenths of a second, what importing numba costs.
-_NUMPY_PROJECTIONS = 20_000
+# not yet imported): about what loading numba and the cached kernel costs, so that a
+# small fit (ITML_Supervised on wine) never imports numba (docs/solver_notes.rst).
+_NUMPY_PROJECTIONS = 60_000
+# Projections done in NumPy in this process so far: the budget is the process's, so a
+# process that fits many such problems pays numba's start-up once, not every fit.
+_numpy_done = 0
 # Default bounds: exact percentiles over every pair of distinct points up to this many
 # pairs (n ≤ 2000); beyond, over this many pairs drawn at random.
 _EXACT_PAIRS = 2_000_000
@@ -229,7 +233,9 @@ def itml_solve(diffs, similar, bounds, M0, *, gamma=1.0, max_iter=1000, tol=1e-3
     A = np.array(M0, dtype=np.float64, order="C", copy=True)
     gamma = float(gamma)
     m = V.shape[0]
-    numpy_budget = 0 if "mahal._itml_kernels" in sys.modules else _NUMPY_PROJECTIONS
+    global _numpy_done
+    numpy_budget = (0 if "mahal._itml_kernels" in sys.modules
+                    else _NUMPY_PROJECTIONS - _numpy_done)
     numpy_sweeps = 0
     converged, conv, n_iter = False, np.inf, 0
     if verbose:
@@ -240,6 +246,7 @@ def itml_solve(diffs, similar, bounds, M0, *, gamma=1.0, max_iter=1000, tol=1e-3
         if (numpy_sweeps + 1) * m <= numpy_budget:
             _bregman_sweep_numpy(A, V, sim, dual, slack, gamma)
             numpy_sweeps += 1
+            _numpy_done += m
         else:
             kernels.bregman_sweep(A, V, sim, dual, slack, gamma)
         A += A.T

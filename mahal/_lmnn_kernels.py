@@ -22,8 +22,8 @@ from ._lmnn_search_kernels import _sqdist
 @njit(cache=True, nogil=True, fastmath=True)
 def row_inner(U, V, r0, r1):
     """``Σ_{r0 ≤ i < r1} ⟨U_i, V_i⟩`` for float64 ``U`` and a float64 or float32
-    ``V`` (for float32, numpy would first make a float64 copy of ``V``: 8.3 ms
-    against 3.2 ms per digits fit)."""
+    ``V`` (for float32, numpy would first make a float64 copy of ``V``; see
+    docs/solver_notes.rst, "LMNN's kernels")."""
     s = 0.0
     for i in range(r0, r1):
         for t in range(U.shape[1]):
@@ -136,12 +136,11 @@ def loss_weights(Z, Z32, norms, screen, targets, indptr, indices, mu, smooth, r0
     out with a float32 copy ``Z32`` of ``Z`` and the float64 squared norms ``norms``
     (``d = ‖z_i‖² + ‖z_l‖² − 2 z_i·z_l``) and a rigorous bound on the float32
     rounding, ``(r + 2) 2⁻²³ (‖z_i‖² + ‖z_l‖²)``, valid in any summation order; the
-    rest are computed exactly in float64. (Measured: 27% faster at r = 64 on digits,
-    48% slower at r = 16 on letter, where the exact distance is as cheap.) The
-    screen's dot products are made four candidates at a time (:func:`_dot32x4`):
-    this kernel 10–13% faster on digits and isolet (their fits' evaluations
-    replayed), fits 4% faster, bit-identical (the screen only rules out what the
-    exact distance would).
+    rest are computed exactly in float64. (It pays where ``r`` is large, not where
+    the exact distance is as cheap: docs/solver_notes.rst, "LMNN's kernels".) The
+    screen's dot products are made four candidates at a time (:func:`_dot32x4`),
+    bit-identical to one at a time (the screen only rules out what the exact
+    distance would).
 
     Works on the rows ``r0 ≤ i < r1`` (so that threads can share the work) and
     writes ``row_loss`` (n,), ``wt`` (n, k), ``row_active`` (n,) (number of
@@ -149,8 +148,8 @@ def loss_weights(Z, Z32, norms, screen, targets, indptr, indices, mu, smooth, r0
     impostor pairs) for those rows. Returns the active pairs themselves, in row
     order: ``active_dst`` (their second point) and ``active_weight`` (their weight).
     (Listing them as they are found, rather than weighting every candidate and
-    compacting afterwards, and the Laplacian form of :func:`laplacian_dot`:
-    a digits fit's evaluations replayed in 1.45 ms each instead of 1.70 ms.)
+    compacting afterwards, with the Laplacian form of :func:`laplacian_dot`, is the
+    faster of the two; see docs/solver_notes.rst, "LMNN's kernels".)
     """
     k = targets.shape[1]
     dti = np.zeros(k)
@@ -289,8 +288,8 @@ def point_aux(Z, Z32, norms, screen, r0, r1):
 @njit(cache=True, nogil=True, fastmath=True)
 def step(Z, ZP, alpha, out, out32, norms, screen, r0, r1):
     """A line-search trial point ``out = Z + alpha ZP`` (rows ``r0 ≤ i < r1``) with
-    its :func:`point_aux` in the same pass (numpy's axpy, then the norms and the
-    float32 copy, took 113 µs against 32 µs at 1257 × 64)."""
+    its :func:`point_aux` in the same pass (one pass over ``out`` rather than
+    numpy's axpy, then the norms and the float32 copy)."""
     for i in range(r0, r1):
         for t in range(Z.shape[1]):
             out[i, t] = Z[i, t] + alpha * ZP[i, t]
@@ -313,8 +312,8 @@ def loss_grad_serial(Z, Z32, norms, screen, targets, targeted_by_ptr, targeted_b
     and :func:`laplacian_dot` over all rows, for problems too small for threads (it
     saves the Python-level calls and allocations between the kernels). ``Z32`` and
     ``norms`` are ``Z``'s screening inputs (:func:`point_aux`, :func:`step`). The
-    product ``Uᵀ Xc`` is left to numpy: numba's ``np.dot`` (scipy's BLAS) took 409 µs
-    against numpy's 266 µs at 1257 × 64 (digits)."""
+    product ``Uᵀ Xc`` is left to numpy, whose BLAS call was faster than numba's
+    ``np.dot`` (docs/solver_notes.rst, "LMNN's kernels")."""
     n, k = targets.shape
     row_loss, wt, act, active_count = loss_buffers(n, k)
     active_dst, active_weight = loss_weights(Z, Z32, norms, screen, targets, indptr,
@@ -336,8 +335,8 @@ def trial_serial(Z, ZP, alpha, out, out32, norms, screen, targets, targeted_by_p
     :func:`step` to ``out = Z + alpha ZP`` (with its screening inputs ``out32``,
     ``norms``), :func:`loss_grad_serial` there, and the directional derivative
     ``2 ⟨U, ZP⟩``. Returns ``(f, U, active triplets, active pairs, slope)``.
-    (The three calls from Python cost ~25 µs of bookkeeping per trial: 8% of a
-    wine or iris fit.)"""
+    (Three calls from Python would each pay their bookkeeping, a visible share of
+    a wine or iris fit.)"""
     n = Z.shape[0]
     step(Z, ZP, alpha, out, out32, norms, screen, 0, n)
     f, U, act, n_pairs = loss_grad_serial(out, out32, norms, screen, targets, targeted_by_ptr,

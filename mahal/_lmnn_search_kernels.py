@@ -46,12 +46,12 @@ def nearest_in_class(Xc, G, nc, s, kk, kc, out):
     cancel an offset of the data). Candidates are each row's ``kk`` smallest
     Gram-trick distances ``nc_a + nc_b − 2 G_ab`` (itself excluded; ties, to within
     their rounding error: lower index first), kept with an insertion list (``O(m)``
-    per row for small ``kk``; ``np.argpartition`` was 5× slower on balance, whose
-    lattice distances have many ties). They are ranked by exact squared distance
-    (ties, to within ``_TIE``: lower index first) and the first ``kc`` written to
-    ``out[a, :kc]``, as indices into ``Xc``. One compiled pass per block (numpy's
-    distance block, argsort and re-rank took wine 0.32 ms against 0.21, digits 3.3
-    against 2.3, letter 106 against 45, mnist 60000 3.4 s against 2.4 s)."""
+    per row for small ``kk``; faster than ``np.argpartition`` where lattice
+    distances have many ties). They are ranked by exact squared distance (ties, to
+    within ``_TIE``: lower index first) and the first ``kc`` written to
+    ``out[a, :kc]``, as indices into ``Xc``. One compiled pass per block rather than
+    numpy's distance block, argsort and re-rank (docs/solver_notes.rst, "LMNN's
+    kernels")."""
     m, d = Xc.shape
     cand = np.empty(kk, dtype=np.int64)
     val = np.empty(kk)
@@ -107,8 +107,7 @@ def search_small(Z, y, rho2):
     """Directed impostor candidates ``i → l`` (``y_l ≠ y_i``, ``‖z_i − z_l‖² <
     rho2[i]``) of a small problem in one compiled pass over all pairs, distances in
     float64: below a few hundred thousand multiply-adds the blocked BLAS search's
-    set-up costs more than the search (wine: 80 µs against 20 µs). Returns
-    ``(src, dst)`` int64 arrays."""
+    set-up costs more than the search. Returns ``(src, dst)`` int64 arrays."""
     n = Z.shape[0]
     src = np.empty(4 * n, dtype=np.int64)
     dst = np.empty(4 * n, dtype=np.int64)
@@ -145,10 +144,9 @@ def scan_block(G, norm_rows, norm_cols, rows, cols, rho2_rows, rho2_cols):
 
     Per row, a vectorised pass writes a code per column (bit 0: ``rows[a] →
     cols[b]``, bit 1: ``cols[b] → rows[a]``), then a pass over the codes emits the
-    pairs (2% of the entries on digits). (Counting per chunk of 64 columns and
-    scanning again the chunks that hold pairs took 10.4 ms per digits fit against
-    7.0 ms: at that density most chunks hold one.) Returns ``(src, dst)`` int64
-    arrays.
+    pairs, which are sparse. (Counting per chunk of 64 columns and scanning again
+    the chunks that hold pairs was slower: at that density most chunks hold one.)
+    Returns ``(src, dst)`` int64 arrays.
     """
     m, nb = G.shape
     src = np.empty(1024, dtype=np.int64)

@@ -16,7 +16,8 @@ mask), and the objective and its gradient are computed in row blocks; L-BFGS
 import numpy as np
 
 from ._parallel import SERIAL
-from ._softmax_blocks import RowLoss, SoftmaxProblem, softmax_solve
+from ._softmax_blocks import (RowLoss, SoftmaxProblem, softmax_problem_maker,
+                              softmax_solve)
 
 
 class _MLKRRowLoss(RowLoss):
@@ -69,7 +70,8 @@ def mlkr_solve(X, y, L0, *, max_iter=1000, tol=1e-5, verbose=False, n_threads=1,
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray of shape (n, d) or DistributedPoints
+        (a :class:`mahal._dask_softmax.DistributedPoints`: evaluated on the cluster)
     y : ndarray of shape (n,)
     L0 : ndarray of shape (r, d)
     max_iter : int
@@ -93,7 +95,7 @@ def mlkr_solve(X, y, L0, *, max_iter=1000, tol=1e-5, verbose=False, n_threads=1,
     info : dict
         ``objective`` (the loss at ``L``), ``n_evals``, ``time``.
     """
-    return softmax_solve(lambda pool: mlkr_problem(X, y, pool, block_rows),
+    return softmax_solve(softmax_problem_maker(mlkr_problem, X, y, block_rows),
                          X.shape[0], L0, max_iter=max_iter, tol=tol, sign=1.0,
                          verbose=verbose, callback=callback, name=name,
                          n_threads=n_threads, optimizer=optimizer)

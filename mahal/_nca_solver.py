@@ -17,7 +17,8 @@ class so that the mask is a set of diagonal blocks), and L-BFGS
 import numpy as np
 
 from ._parallel import SERIAL
-from ._softmax_blocks import RowLoss, SoftmaxProblem, softmax_solve
+from ._softmax_blocks import (RowLoss, SoftmaxProblem, softmax_problem_maker,
+                              softmax_solve)
 
 
 class _NCARowLoss(RowLoss):
@@ -78,7 +79,8 @@ def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray of shape (n, d) or DistributedPoints
+        (a :class:`mahal._dask_softmax.DistributedPoints`: evaluated on the cluster)
     y : ndarray of shape (n,), int labels in ``0..n_classes − 1``
     L0 : ndarray of shape (r, d)
     max_iter : int
@@ -107,7 +109,7 @@ def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
     info : dict
         ``objective`` (``Σ_i p_i`` at ``L``), ``n_evals``, ``time``.
     """
-    return softmax_solve(lambda pool: nca_problem(X, y, pool, block_rows),
+    return softmax_solve(softmax_problem_maker(nca_problem, X, y, block_rows),
                          X.shape[0], L0, max_iter=max_iter, tol=tol, sign=-1.0,
                          verbose=verbose, callback=callback, name=name,
                          n_threads=n_threads, optimizer=optimizer)

@@ -22,11 +22,10 @@ product in the image space. :func:`lbfgs` therefore talks to a *line oracle*:
 The iteration is the textbook one (Nocedal & Wright, *Numerical Optimization*,
 algorithms 7.4/7.5 and the strong-Wolfe line search 3.5/3.6 with safeguarded cubic
 interpolation). The two-loop recursion and the update of the memory are numba
-kernels (:mod:`mahal._optimize_kernels`), so the per-iteration overhead is a few
-microseconds (scipy's ``setulb`` took 1.8 ms per call at 172 × 172 parameters, 12%
-of an isolet fit); an oracle whose own evaluations run in NumPy (attribute
-``numpy_steps = True``: LMNN's small problems) gets their NumPy twins instead, so
-that its fit never loads numba. The stopping rules are scipy's: ``ftol`` on the
+kernels (:mod:`mahal._optimize_kernels`), so the per-iteration overhead is small
+against scipy's ``setulb`` (docs/solver_notes.rst, "L-BFGS"); an oracle whose own
+evaluations run in NumPy (attribute ``numpy_steps = True``: LMNN's small problems)
+gets their NumPy twins instead, so that its fit never loads numba. The stopping rules are scipy's: ``ftol`` on the
 relative decrease (optionally averaged over a window of iterations), ``gtol`` on the
 largest gradient entry.
 """
@@ -40,11 +39,8 @@ kernels = lazy_module("mahal._optimize_kernels")  # (numba: on first use)
 CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
 # The correction pairs are stored in float32 when they would take this many bytes
 # in float64: the two-loop recursion is then bound by memory bandwidth, not
-# arithmetic (its sums stay float64). Measured on isolet (20 pairs of 172 × 172
-# parameters, 9.5 MB in float64): fits 10% faster (median ratio of 11 alternating
-# pairs of fits), objective 2239.3 against 2238.6, 216 against 214 test errors of
-# 1559; the two-loop alone 0.38 against 0.62 ms at this size, 0.05 against 0.08 ms
-# at digits' 4096 parameters (1.3 MB, left in float64: a small share of its fit).
+# arithmetic (its sums stay float64); smaller memories stay float64, where the
+# saving is a small share of a fit (measurements: docs/solver_notes.rst, "L-BFGS").
 _F32_MEMORY = 1 << 23
 
 

@@ -52,8 +52,8 @@ def _update(x, p, alpha, g, g_new, S, Y, rho, head):
     ``head`` of the memory if its curvature ``sᵀy`` exceeds ``1e-10 yᵀy``.
     Returns ``(stored, gamma, max |g_new|)``, ``gamma = sᵀy / yᵀy``, with ``s``
     and ``y`` rounded to the memory's dtype. (One compiled pass instead of ten
-    numpy calls: 1.5 µs against 8.1 µs per iteration at wine's 169 parameters, ~5%
-    of its fit.)"""
+    numpy calls, whose overhead is a visible share of a small fit; see
+    docs/solver_notes.rst, "L-BFGS".)"""
     N = x.shape[0]
     # (s and y as the memory stores them, so that rho matches them when the
     # memory is float32)

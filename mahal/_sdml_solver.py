@@ -54,10 +54,9 @@ import scipy.linalg
 _PD_MARGIN = 1e-8
 # The repaired P is at least this fraction of M0⁻¹ in every direction.
 _REPAIR_FLOOR = 0.5
-# Up to this many features scikit-learn's graphical lasso, which needs no numba start-up
-# (0.6-0.8 s per process): at 64 features a process must fit some 40 problems before
-# the compiled solver's start-up pays; at 164-172 the compiled one is 6-15 times faster
-# (docs/solver_notes.rst).
+# Up to this many features scikit-learn's graphical lasso, which needs no numba start-up:
+# a process would have to fit many such problems before the compiled solver's start-up
+# pays; above, the compiled one is much faster (measurements: docs/solver_notes.rst).
 _SKLEARN_MAX_FEATURES = 64
 # The compiled block coordinate descent: stop when a pass changes no entry of W by more
 # than _BCD_TOL · max|P_ij|; each row's lasso gets up to _BCD_INNER_SWEEPS sweeps, to a

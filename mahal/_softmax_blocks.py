@@ -45,7 +45,12 @@ Design:
 - Threads (:mod:`mahal._parallel`): chunks run on a :class:`RowChunkPool`; each
   chunk has its own accumulator, summed in chunk order, so results are identical
   for any number of threads.
-- NumPy only (BLAS products and NumPy's vectorised ``exp``): no numba to compile.
+- NumPy only (BLAS products and NumPy's ``exp``) in the blocks.
+- Small ``n`` (``1000 ≤ n``, ``n² ≤ _SINGLE_BLOCK_ELEMENTS``, 32 MB): one symmetric ``n × n``
+  block instead (:meth:`SoftmaxProblem._single_block`), ``W + Wᵀ`` formed in place,
+  half the multiply-adds, and the ``exp`` and the elementwise passes in numba
+  (:mod:`mahal._softmax_kernels`): at these sizes NumPy's ``exp`` (scalar without
+  AVX-512) and the third product weighed most (``docs/benchmarks.rst``).
 """
 
 import numpy as np
@@ -63,6 +68,37 @@ _ACCUMULATOR_BYTES = 1 << 26
 # A row whose shifted sum leaves this range is computed again with its exact max.
 _SUM_LOW, _SUM_HIGH = 1e-200, 1e200
 _EXP_FLOOR = -700.0
+# One n × n block (32 MB at most) up to this many elements; chunks of its rows.
+_SINGLE_BLOCK_ELEMENTS = 1 << 22
+# ... from this many points on: below, a whole fit takes less than loading numba for
+# the block's kernels, and the first fit of a small problem never imports numba
+# (docs/benchmarks.rst, "First fit").
+_SINGLE_MIN_N = 1000
+_SINGLE_CHUNK_ROWS = 128
+# The single block's factors a_i = exp((m_i − μ)/2) stay within exp(±_SINGLE_SPREAD/4)
+# (no overflow in W + Wᵀ; the exponents clamped at −700 stand for terms below
+# exp(−200) of their row's largest); beyond, the blocked evaluation.
+_SINGLE_SPREAD = 1000.0
+# ... unless more than 1 row in this many is that far from the others
+_SINGLE_MAX_FAR = 16
+
+
+def _single_chunks(n):
+    """Row chunks of the single-block evaluation (a function of ``n`` only)."""
+    n_chunks = int(min(_MAX_CHUNKS, max(1, n // _SINGLE_CHUNK_ROWS)))
+    bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
+    return [(int(bounds[c]), int(bounds[c + 1])) for c in range(n_chunks)]
+
+
+def uses_single_block(n):
+    """Whether a problem of ``n`` points is evaluated in one ``n × n`` block."""
+    return _SINGLE_MIN_N <= n and n * n <= _SINGLE_BLOCK_ELEMENTS
+
+
+def n_tasks(n, r):
+    """The most row chunks that an evaluation on ``n`` points runs at once."""
+    single = len(_single_chunks(n)) if uses_single_block(n) else 1
+    return max(single, len(chunk_ranges(n, r)))
 
 
 def default_block_rows(n):
@@ -139,6 +175,8 @@ class SoftmaxProblem:
         self.row_loss = row_loss
         self.pool = pool
         self.block_rows = int(block_rows or default_block_rows(n))
+        # one n × n block (see _single_block) unless the rows' blocking is asked for
+        self.single_block = block_rows is None and uses_single_block(n)
         self.shift = None  # per-row shift c_i (log-sum-exp of the last evaluation)
         self.n_evals = 0
 
@@ -152,6 +190,60 @@ class SoftmaxProblem:
         """Loss at the embedding ``Z`` (n × r) and its gradient ``∂f/∂Z``."""
         n, r = Z.shape
         self.n_evals += 1
+        if self.single_block:
+            out = self._single_block(Z)
+            if out is not None:
+                return out
+        ctx = self._context(Z, self.shift)
+        chunks = chunk_ranges(n, r)
+        results = self.pool.map(lambda c: self._chunk(c, ctx), chunks)
+        f = 0.0
+        acc = None
+        for fc, acc_c in results:  # (in chunk order: independent of the threads)
+            f += fc
+            acc = acc_c if acc is None else acc + acc_c
+        self.shift = ctx[5]
+        return f, _grad_z(Z, ctx[6], acc)
+
+    def chunk_loss_grad(self, L, chunk, shift=None):
+        """One row chunk's share of :meth:`loss_grad`, for an evaluation whose
+        chunks run elsewhere (:mod:`mahal._dask_softmax`).
+
+        Parameters
+        ----------
+        L : ndarray of shape (r, d)
+        chunk : (int, int)
+            The rows ``start:stop``.
+        shift : ndarray of shape (stop − start,) or None
+            The rows' shift returned by this chunk's previous evaluation (None:
+            the first, with exact shifts), as :meth:`loss_grad` keeps it.
+
+        Returns
+        -------
+        f : float
+            The chunk rows' loss (with the same rows, the same chunk sum as in
+            :meth:`loss_grad`, to the bit).
+        grad : ndarray of shape (r, d)
+            The chunk's share of the gradient: the shares sum to :meth:`loss_grad`'s
+            gradient (to rounding).
+        shift : ndarray of shape (stop − start,)
+            The rows' shift for the chunk's next evaluation.
+        """
+        start, stop = chunk
+        Z = self.X @ L.T
+        n, r = Z.shape
+        if shift is not None:
+            shift = np.concatenate([np.zeros(start), shift, np.zeros(n - stop)])
+        ctx = self._context(Z, shift)
+        ctx[6].fill(0.0)  # (W Z of the other chunks' rows: not this share's)
+        f, acc = self._chunk(chunk, ctx)
+        return f, _grad_z(Z, ctx[6], acc).T @ self.X, ctx[5][start:stop]
+
+    def _context(self, Z, shift):
+        """What the chunks of one evaluation at ``Z`` share: ``(Z, right, ones_z,
+        value_z, shift, new_shift, WZ, exact_shift)`` (the chunks write their rows
+        of ``new_shift`` and ``WZ = [W Z, W 1]``); ``shift`` None: exact shifts."""
+        n, r = Z.shape
         sq = np.einsum("ij,ij->i", Z, Z)
         right = np.empty((n, r + 2))
         right[:, :r], right[:, r], right[:, r + 1] = Z, sq, 1.0
@@ -163,24 +255,100 @@ class SoftmaxProblem:
             value_z = np.hstack([ones_z, ones_z * self.v[:, None]])
         else:
             value_z = ones_z * self.v[:, None]
-        exact_shift = self.shift is None
-        shift = np.zeros(n) if exact_shift else self.shift
+        exact_shift = shift is None
+        shift = np.zeros(n) if exact_shift else shift
         new_shift = np.empty(n)
         WZ = np.empty((n, r + 1))  # [W Z, W 1]
-        ctx = (Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift)
-        chunks = chunk_ranges(n, r)
-        results = self.pool.map(lambda c: self._chunk(c, ctx), chunks)
-        f = 0.0
-        acc = None
-        for fc, acc_c in results:  # (in chunk order: independent of the threads)
-            f += fc
-            acc = acc_c if acc is None else acc + acc_c
-        self.shift = new_shift
-        # U = (diag(W1) + diag(Wᵀ1)) Z − W Z − Wᵀ Z ; ∂f/∂Z = 2 U
-        U = (WZ[:, r] + acc[:, r])[:, None] * Z
-        U -= WZ[:, :r]
-        U -= acc[:, :r]
-        return f, 2.0 * U
+        return (Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift)
+
+    def _single_block(self, Z):
+        """The evaluation with one symmetric ``n × n`` matrix (small ``n``), or None
+        where it does not apply (non-finite ``Z``, or too many far rows).
+
+        With ``m_i`` the row's smallest distance, ``S_ij = exp(−d_ij + (m_i +
+        m_j)/2)`` is symmetric, and ``e_ij = exp(−d_ij + m_i) = S_ij a_i / a_j``
+        with ``a_i = exp((m_i − μ)/2)`` (any constant ``μ``). Then ``W + Wᵀ`` is
+        ``S`` times a sum of products of row and column vectors, formed in place
+        of ``S``, and ``∂f/∂Z = 2 (diag((W + Wᵀ) 1) Z − (W + Wᵀ) Z)``: products
+        of ``1.5 n² r`` multiply-adds (``Z Zᵀ`` by BLAS's symmetric rank-k update,
+        then one product) against the blocks' ``3 n² r``, and one ``exp`` pass
+        (:mod:`mahal._softmax_kernels`). The terms are those of the blocked
+        evaluation; only the order of the sums differs.
+
+        So that the ``a_i`` stay in range, ``m_i`` is capped at ``min m +
+        _SINGLE_SPREAD`` in ``S``; the rows above the cap (points far from all
+        others) take no part in the in-place weights: their terms ``e_ij`` and
+        ``W_ij`` are computed exactly, one row at a time, and added to row and
+        column ``i`` of ``W + Wᵀ``.
+        """
+        from . import _softmax_kernels as K
+
+        n, r = Z.shape
+        if not np.isfinite(Z).all():
+            return None
+        G = Z @ Z.T  # (BLAS's syrk: symmetric)
+        sq = np.ascontiguousarray(np.diagonal(G))
+        chunks = _single_chunks(n)
+        m = np.empty(n)
+        self.pool.map(lambda c: K.row_minima(G, sq, c[0], c[1], m), chunks)
+        if not np.isfinite(m).all():
+            return None
+        cap = m.min() + _SINGLE_SPREAD
+        far = np.flatnonzero(m > cap)
+        if len(far) > n // _SINGLE_MAX_FAR:
+            return None
+        m_capped = np.minimum(m, cap)
+        mu = 0.5 * (m.min() + m_capped.max())
+        w = np.exp(-0.5 * (m_capped - mu))  # 1 / a
+        vw = w if self.v is None else self.v * w
+        lo, hi = self._row_masks(n)
+        u = 0.5 * m_capped - sq
+        rs, ms = np.empty(n), np.empty(n)
+        self.pool.map(lambda c: K.exp_row_sums(G, u, w, vw, lo, hi, c[0], c[1], rs,
+                                               ms), chunks)
+        log_s = np.log(rs) + 0.5 * (m_capped - mu)  # log Σ_j e_ij
+        rs[far] = 1.0  # (their values come from the exact rows)
+        q = ms / rs
+        far_rows = []
+        for i in far:
+            e = np.exp(np.minimum(m[i] - (sq[i] + sq - 2.0 * (Z @ Z[i])), 0.0))
+            e[i] = 0.0
+            s_i = e.sum()
+            ev = e if self.v is None else e * self.v
+            q[i] = ev[lo[i]:hi[i]].sum() / s_i
+            log_s[i] = np.log(s_i)
+            far_rows.append((i, e / s_i, ev / s_i))
+        f, g = self.row_loss(q, 0, n)
+        A = -g / rs
+        B = A * q
+        A[far] = B[far] = 0.0
+        self.pool.map(lambda c: K.symmetric_weights(G, A, B, w, vw, lo, hi, c[0],
+                                                    c[1]), chunks)
+        for i, p, pv in far_rows:
+            # W_ij = p_ij (α'_i m_ij v_j − β'_i), α' = −g_i, β' = α' q_i
+            Wi = g[i] * q[i] * p
+            Wi[lo[i]:hi[i]] -= g[i] * pv[lo[i]:hi[i]]
+            G[i] += Wi
+            G[:, i] += Wi
+        ones_z = np.empty((n, r + 1))
+        ones_z[:, :r], ones_z[:, r] = Z, 1.0
+        P = np.empty((n, r + 1))  # (W + Wᵀ) [Z, 1]
+
+        def product(c):
+            np.matmul(G[c[0]:c[1]], ones_z, out=P[c[0]:c[1]])
+
+        self.pool.map(product, chunks)
+        # the shift of a later blocked evaluation: the rows' log-sum-exp
+        self.shift = sq - m + log_s
+        U = P[:, r:] * Z
+        U -= P[:, :r]
+        return float(f), 2.0 * U
+
+    def _row_masks(self, n):
+        """Each row's masked columns ``lo[i]:hi[i]`` (its class, or all)."""
+        if self.segments is None:
+            return np.zeros(n, np.int64), np.full(n, n, np.int64)
+        return self.segments[self.class_of], self.segments[self.class_of + 1]
 
     def _chunk(self, chunk, ctx):
         Z, right, ones_z, value_z, shift, new_shift, WZ, exact_shift = ctx
@@ -290,6 +458,26 @@ class SoftmaxProblem:
                 k += 1
 
 
+def _grad_z(Z, WZ, acc):
+    """``∂f/∂Z = 2 U``, ``U = (diag(W1) + diag(Wᵀ1)) Z − W Z − Wᵀ Z``, from
+    ``WZ = [W Z, W 1]`` and ``acc = [Wᵀ Z, Wᵀ 1]``."""
+    r = Z.shape[1]
+    U = (WZ[:, r] + acc[:, r])[:, None] * Z
+    U -= WZ[:, :r]
+    U -= acc[:, :r]
+    return 2.0 * U
+
+
+def softmax_problem_maker(build, X, y, block_rows=None):
+    """``make_problem(pool)`` for :func:`softmax_solve`: ``build(X, y, pool,
+    block_rows)``, or, for ``X`` held on a cluster (a
+    :class:`mahal._dask_softmax.DistributedPoints`), a problem whose evaluations
+    run there."""
+    if hasattr(X, "softmax_problem"):
+        return lambda pool: X.softmax_problem(build, y, block_rows)
+    return lambda pool: build(X, y, pool, block_rows)
+
+
 # scipy's L-BFGS-B defaults, which ``tol=None`` means (as in metric-learn, which
 # passes ``tol`` to ``scipy.optimize.minimize``).
 _SCIPY_FTOL, _SCIPY_GTOL = 1e7 * np.finfo(float).eps, 1e-5  # (factr=1e7, pgtol)
@@ -377,7 +565,7 @@ def softmax_solve(make_problem, n, L0, *, max_iter, tol, sign=1.0, verbose=False
             state["t"] = now
             sys.stdout.flush()
 
-    pool = RowChunkPool(min(n_threads, len(chunk_ranges(n, r))))
+    pool = RowChunkPool(min(n_threads, n_tasks(n, r)))
     try:
         problem = make_problem(pool)
         x0 = np.ascontiguousarray(L0, dtype=np.float64).ravel()
@@ -409,7 +597,9 @@ def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
     """scipy's L-BFGS-B with the same stopping rules and callback as
     :func:`mahal._optimize.lbfgs`, and scipy's default memory (10 pairs), as
     scikit-learn's and metric-learn's NCA: from the same start, they follow the
-    same iterates up to rounding."""
+    same iterates up to rounding — until a line search fails (or, with ``tol=0``,
+    an iteration stalls), where they stop and this starts again from the point
+    reached (while ``max_iter`` allows)."""
     from scipy.optimize import minimize
 
     from ._optimize import CONVERGED, MAX_ITER
@@ -420,7 +610,18 @@ def _scipy_lbfgs(fun, x0, max_iter, ftol, gtol, on_iteration):
         state["nit"] += 1
         on_iteration(state["nit"], intermediate_result.fun, intermediate_result.x)
 
-    res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback,
-                   options=dict(maxiter=max_iter, ftol=ftol, gtol=gtol))
-    status = MAX_ITER if res.status == 1 else CONVERGED
-    return _ScipyResult(res.x, res.fun, res.nit, status)
+    x = x0
+    while True:
+        res = minimize(fun, x, jac=True, method="L-BFGS-B", callback=callback,
+                       options=dict(maxiter=max_iter - state["nit"], ftol=ftol,
+                                    gtol=gtol))
+        # Stopped by a failed line search (status 2), or, with both tolerances 0
+        # (run to max_iter), by an iteration that did not lower f at all: with
+        # iterations left, start again from steepest descent at the point
+        # reached, as mahal._optimize.lbfgs does; a run that stops at once ends it.
+        stalled = res.status == 2 or (res.status == 0 and ftol == 0 and gtol == 0)
+        if not stalled or res.nit == 0 or state["nit"] >= max_iter:
+            break
+        x = res.x
+    at_max = res.status == 1 or (stalled and state["nit"] >= max_iter)
+    return _ScipyResult(res.x, res.fun, state["nit"], MAX_ITER if at_max else CONVERGED)

@@ -14,7 +14,8 @@ Labelled points (:class:`mahal.TripletMargin_Supervised`)
     Online mining (:func:`triplet_sgd`): mini-batches of ``P`` classes × ``K``
     points (:class:`PKSampler`); in each, the squared distances in the current
     space, the triplets a rule selects and the loss are computed by the numba
-    kernels of :mod:`mahal._triplet_kernels`, and ``L`` takes an Adam step
+    kernels of :mod:`mahal._triplet_kernels` (by their NumPy twins in
+    :mod:`mahal._triplet_small` for a small fit), and ``L`` takes an Adam step
     (Kingma & Ba 2015) on the batch loss, the mean hinge over the rule's units
     (:func:`batch_loss_grad`). Adam because the batch gradient's scale shrinks as
     fewer triplets stay active, which a plain SGD step would have to follow by
@@ -31,10 +32,9 @@ import time
 
 import numpy as np
 
-from ._lazy import lazy_module
 from ._optimize import minimize_components
+from ._triplet_small import mined_hinge, use_numpy
 
-kernels = lazy_module("mahal._triplet_kernels")  # (numba: on first use)
 
 MINING = {"all": 0, "hard": 1, "semihard": 2}  # the kernels' MINE_* codes
 _PATIENCE = 2        # epochs without progress before the step is divided
@@ -96,7 +96,7 @@ def triplet_solve(ap, an, L0, *, margin, max_iter, tol, verbose=False, callback=
 # ---------------------------------------------------------------------------
 # Online mining
 
-def batch_loss_grad(L, Xb, codes, margin, mode):
+def batch_loss_grad(L, Xb, codes, margin, mode, in_numpy=False):
     """The loss of one mini-batch under a mining rule, and its gradient.
 
     Parameters
@@ -108,6 +108,9 @@ def batch_loss_grad(L, Xb, codes, margin, mode):
     margin : float
     mode : int
         A value of :data:`MINING`.
+    in_numpy : bool, default=False
+        Mine in NumPy rather than in the numba kernels (same triplets; see
+        :mod:`mahal._triplet_small`).
 
     Returns
     -------
@@ -121,12 +124,7 @@ def batch_loss_grad(L, Xb, codes, margin, mode):
         Selected triplets with a positive hinge.
     """
     Z = Xb @ L.T
-    D = kernels.pairwise_sq_distances(Z)
-    if mode == MINING["all"]:
-        total, n_active, C, n_units = kernels.all_triplets_hinge(D, codes, margin)
-    else:
-        triplets, n_units = kernels.select_triplets(D, codes, margin, mode)
-        total, n_active, C = kernels.triplet_hinge(D, triplets, margin)
+    total, n_active, C, n_units = mined_hinge(Z, codes, margin, mode, in_numpy)
     if n_units == 0:
         return 0.0, np.zeros_like(L), 0
     return total / n_units, (2.0 / n_units) * ((C @ Z).T @ Xb), int(n_active)
@@ -236,7 +234,8 @@ def triplet_sgd(X, codes, L0, *, margin, mode, classes_per_batch, samples_per_cl
         active = 0
         for _ in range(n_batches):
             idx, batch_codes = sampler.batch()
-            f, G, n_active = batch_loss_grad(L, X[idx], batch_codes, margin, mode)
+            f, G, n_active = batch_loss_grad(L, X[idx], batch_codes, margin, mode,
+                                             use_numpy(idx.shape[0]))
             total += f
             active += n_active
             t += 1

@@ -7,11 +7,12 @@ in scikit-learn); tuples of points (pairs, triplets) are checked here.
 """
 
 import numbers
+import sys
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
@@ -54,8 +55,12 @@ def check_scale(X, name="X"):
     would not give the same metric (LMNN's margin and MMC's constraint are not scale
     invariant), so the user is asked to rescale.
     """
-    n_features = X.shape[-1]
     scale = max(float(X.max()), -float(X.min())) if X.size else 0.0  # no |X| copy
+    check_scale_value(scale, X.shape[-1], name)
+
+
+def check_scale_value(scale, n_features, name="X"):
+    """:func:`check_scale` given ``scale = max|x|`` (e.g. reduced on a cluster)."""
     limit = np.sqrt(np.finfo(np.float64).max / (_SCALE_HEADROOM * 4.0 * n_features))
     if scale > limit:
         raise ValueError(
@@ -184,17 +189,30 @@ def check_points(estimator, X, y=None, *, reset=True, ensure_min_samples=1,
     if reset:
         check_scale(X)
     if classification:
-        # Integer, boolean and string labels are always valid classes; scikit-learn's
-        # full check (type_of_target) cost 0.44 ms per fit, 5% of a wine LMNN fit.
-        if not (y.ndim == 1 and y.dtype.kind in "biuU"):
-            check_classification_targets(y)
-        n_classes = np.unique(y).shape[0]
-        if n_classes < min_classes:
-            raise ValueError(
-                f"y has {n_classes} class; {type(estimator).__name__} needs at least "
-                f"{min_classes} classes to learn a metric."
-            )
+        check_classes(estimator, y, min_classes)
     return X, y
+
+
+def check_classes(estimator, y, min_classes=2):
+    """Raise ``ValueError`` unless ``y`` holds class labels of ``min_classes`` classes."""
+    # Integer, boolean and string labels are always valid classes; scikit-learn's
+    # full check (type_of_target) is a visible share of a small fit
+    # (docs/solver_notes.rst, "Shared machinery").
+    if not (y.ndim == 1 and y.dtype.kind in "biuU"):
+        check_classification_targets(y)
+    n_classes = np.unique(y).shape[0]
+    if n_classes < min_classes:
+        raise ValueError(
+            f"y has {n_classes} class; {type(estimator).__name__} needs at least "
+            f"{min_classes} classes to learn a metric."
+        )
+
+
+def is_dask_array(X):
+    """Whether ``X`` is a ``dask.array.Array`` (without importing dask: an array of
+    dask's can only exist once dask is imported)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(X, module.Array)
 
 
 def check_tuples(tuples, tuple_size, preprocessor=None, name=None, n_features=None):
@@ -348,3 +366,10 @@ class IntAtLeast(Interval):
 # ``n_jobs`` as scikit-learn means it: None (one thread, or joblib's context), -1 all
 # cores, -2 all but one, ..., or a positive count.
 N_JOBS = [Interval(numbers.Integral, None, -1, closed="right"), IntAtLeast(1), None]
+
+# The *_Supervised learners' number of constraints (None: the learner's default) and
+# metric-learn's deprecated name for it.
+N_CONSTRAINTS = {
+    "n_constraints": [IntAtLeast(1), None],
+    "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+}

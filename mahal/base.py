@@ -33,7 +33,7 @@ from ._tuple_mixins import (  # noqa: F401 (public here, as before the move)
     TripletsClassifierMixin,
     _row_norms,
 )
-from ._validation import check_points, check_points_array, check_tuples
+from ._validation import check_points, check_points_array, check_tuples, is_dask_array
 from .linalg import check_psd, metric_from_components
 
 
@@ -108,6 +108,11 @@ class MahalanobisDistance:
     components : ndarray of shape (n_components, n_features)
         ``G``: the distance is ``‖G (u − v)‖``.
 
+    References
+    ----------
+    P. C. Mahalanobis, "On the generalised distance in statistics", Proceedings of
+    the National Institute of Sciences of India 2 (1936), 49–55.
+
     Examples
     --------
     >>> import numpy as np
@@ -164,9 +169,15 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_components)
-            ``X Gᵀ``; float32 when ``X`` is float32, else float64.
+            ``X Gᵀ``; float32 when ``X`` is float32, else float64. For a
+            ``dask.array`` ``X``, a dask array with ``X``'s row chunks, computed
+            block by block when the caller computes it.
         """
         check_is_fitted(self, "components_")
+        if is_dask_array(X):  # (lazily, block by block)
+            from ._dask_arrays import transform_blocks
+
+            return transform_blocks(self, X)
         X = check_points(self, X, reset=False, dtype=[np.float64, np.float32])
         return X @ self.components_.T.astype(X.dtype, copy=False)
 
@@ -243,7 +254,13 @@ class MahalanobisMixin(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin):
         Returns
         -------
         distances : ndarray of shape (n_pairs,)
+            For a ``dask.array`` of pairs, a dask array computed block by block.
         """
+        if is_dask_array(pairs):  # (lazily, block by block)
+            from ._dask_arrays import pair_distance_blocks
+
+            check_is_fitted(self, "components_")
+            return pair_distance_blocks(self, pairs)
         pairs = self._check_tuples(pairs, 2)
         return _row_norms((pairs[:, 0] - pairs[:, 1]) @ self.components_.T)
 
@@ -321,6 +338,8 @@ def initialize_components(n_components, X, y=None, init="auto", random_state=Non
     -------
     G : ndarray of shape (n_components, n_features)
     """
+    if hasattr(X, "initialize_components"):  # X on a cluster (mahal._dask_softmax)
+        return X.initialize_components(n_components, y, init, random_state)
     n_samples, n_features = X.shape
     if not isinstance(init, str):
         G = check_points_array(init, name="init")

@@ -12,7 +12,8 @@ synthetic problems chosen to take each code path whose kernels differ (LMNN: ser
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
 above the bounds of its NumPy path for small problems; MMC: full and diagonal;
 TripletMargin_Supervised: each mining rule; ITML; SDML above 64 features), and
-predicts with ``LMNNEnergyClassifier``. Later processes load the kernels from the cache.
+predicts with ``LMNNEnergyClassifier``; NCA and MLKR (their single-block
+softmax on small problems). Later processes load the kernels from the cache.
 """
 
 import time
@@ -96,6 +97,14 @@ def compile_all(verbose=False):
 
         SDML_Supervised(random_state=0).fit(*_blobs(200, 70))
         say("SDML_Supervised")
+        # (the single-block softmax of small problems, serial and threaded)
+        from . import MLKR, NCA
+
+        X, y = _blobs(300, 5)
+        for n_jobs in (1, 2):
+            NCA(max_iter=3, n_jobs=n_jobs).fit(X, y)
+            MLKR(max_iter=3, n_jobs=n_jobs).fit(X, X[:, 0])
+        say("NCA, MLKR")
     return time.perf_counter() - t0
 
 

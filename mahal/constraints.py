@@ -27,8 +27,9 @@ __all__ = ["Constraints", "wrap_pairs"]
 
 # Above this many candidate pairs (and more than _ENUMERATE_FACTOR times the
 # number requested) pairs are drawn by rejection-free random sampling with
-# deduplication instead of being enumerated exactly.
-_ENUMERATE_MAX_PAIRS = 10 ** 6
+# deduplication instead of being enumerated exactly: both are uniform, and drawing
+# costs O(n_constraints) where listing every pair costs O(n²).
+_ENUMERATE_MAX_PAIRS = 10 ** 4
 _ENUMERATE_FACTOR = 4
 _MAX_SAMPLING_ROUNDS = 100
 
@@ -75,6 +76,18 @@ class Constraints:
         ``partial_labels[known_label_idx]``.
     classes_ : ndarray of shape (n_classes,)
         The distinct known labels, sorted.
+
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002): similar
+    and dissimilar pairs from labels.
+
+    A. Bar-Hillel, T. Hertz, N. Shental and D. Weinshall, "Learning a Mahalanobis
+    Metric from Equivalence Constraints", JMLR 6 (2005), 937–965: chunklets.
+
+    Y. Shi, A. Bellet and F. Sha, "Sparse Compositional Metric Learning", AAAI 2014:
+    k-NN triplets (``generate_knntriplets``).
 
     Examples
     --------
@@ -233,7 +246,7 @@ class Constraints:
         never paired with itself.  Each returned pair ``(i, j)`` has
         ``i < j``, and the pairs come in random order.
 
-        When at most ``max(10**6, 4 * n_constraints)`` pairs of a kind exist
+        When at most ``max(10**4, 4 * n_constraints)`` pairs of a kind exist
         they are enumerated and sampled exactly; otherwise they are drawn in
         vectorised batches and deduplicated, which costs
         ``O(n_samples + n_constraints)`` memory.

@@ -29,6 +29,11 @@ class Covariance(MahalanobisMixin, TransformerMixin, BaseEstimator):
         ``G`` with ``Gᵀ G = Σ⁺``.
     n_features_in_ : int
 
+    References
+    ----------
+    P. C. Mahalanobis, "On the generalised distance in statistics", Proceedings of
+    the National Institute of Sciences of India 2 (1936), 49–55.
+
     Examples
     --------
     >>> import numpy as np

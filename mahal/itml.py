@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_array
 
 from ._itml_solver import default_bounds, itml_solve
 from ._parallel import fit_threads
-from ._validation import IntAtLeast, check_points, require_y
+from ._validation import N_CONSTRAINTS, IntAtLeast, check_points, require_y
 from .base import (
     MahalanobisMixin,
     PairsClassifierMixin,
@@ -333,6 +333,11 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     Two identical points with different labels make a dissimilar pair that no metric
     can satisfy: such sampled pairs are dropped, with a warning.
 
+    References
+    ----------
+    J. V. Davis, B. Kulis, P. Jain, S. Sra and I. S. Dhillon, "Information-theoretic
+    metric learning", ICML 2007.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -358,8 +363,7 @@ class ITML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_ITMLSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+        **N_CONSTRAINTS,
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints",

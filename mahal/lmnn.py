@@ -434,6 +434,12 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
     depends on the data set, so a softmax of ``−E`` is not a calibrated probability.
     :meth:`energy` returns the energies themselves.
 
+    References
+    ----------
+    K. Q. Weinberger and L. K. Saul, "Distance Metric Learning for Large Margin
+    Nearest Neighbor Classification", JMLR 10 (2009), 207–244 (energy-based
+    classification).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

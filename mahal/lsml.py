@@ -21,7 +21,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._lsml_solver import lsml_solve, prior_range
 from ._parallel import fit_threads
-from ._validation import IntAtLeast, check_points, check_tuple_weights, require_y
+from ._validation import (N_CONSTRAINTS, IntAtLeast, check_points, check_tuple_weights,
+                          require_y)
 from .base import (
     MahalanobisMixin,
     QuadrupletsClassifierMixin,
@@ -226,6 +227,11 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     objective_ : float
     n_features_in_ : int
 
+    References
+    ----------
+    E. Y. Liu, Z. Guo, X. Zhang, V. Jojic and W. Wang, "Metric Learning from Relative
+    Comparisons by Minimizing Squared Residual", ICDM 2012.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -237,9 +243,8 @@ class LSML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_LSMLSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
+        **N_CONSTRAINTS,
         "weights": ["array-like", None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints"}

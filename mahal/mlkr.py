@@ -15,7 +15,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._mlkr_solver import mlkr_solve
 from ._parallel import fit_threads, n_threads_for
-from ._validation import IntAtLeast, check_n_components, check_points, require_y
+from ._validation import (IntAtLeast, check_n_components, check_points, is_dask_array,
+                          require_y)
 from .base import MahalanobisMixin, SupervisedMixin, initialize_components
 
 # scikit-learn's n_jobs: None, -1, -2, ... or a positive count
@@ -162,7 +163,12 @@ class MLKR(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
             The fitted estimator.
         """
         require_y(self, y)
-        X, y = check_points(self, X, y, ensure_min_samples=2)
+        if is_dask_array(X):  # (fitted on the active dask cluster)
+            from ._dask_softmax import distribute_points
+
+            X, y = distribute_points(self, X, y, ensure_min_samples=2)
+        else:
+            X, y = check_points(self, X, y, ensure_min_samples=2)
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one real target per point); got shape "

@@ -22,7 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._mmc_solver import CrossClassPairs, DiffPairs, mmc_solve, scatter
-from ._validation import IntAtLeast, check_points, require_y
+from ._validation import N_CONSTRAINTS, IntAtLeast, check_points, require_y
 from .constraints import Constraints
 from .base import (
     MahalanobisMixin,
@@ -149,6 +149,11 @@ default='identity'
     problem is unbounded; a ``UserWarning`` is raised and the limiting metric (the
     problem restricted to those directions, normalised to trace 1) is returned.
 
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002).
+
     Examples
     --------
     >>> import numpy as np
@@ -261,6 +266,11 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
     n_iter_ : int
     n_features_in_ : int
 
+    References
+    ----------
+    E. P. Xing, A. Y. Ng, M. I. Jordan and S. Russell, "Distance metric learning,
+    with application to clustering with side-information", NIPS 15 (2002).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -289,8 +299,7 @@ class MMC_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_MMCSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+        **N_CONSTRAINTS,
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints",

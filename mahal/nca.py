@@ -14,7 +14,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._nca_solver import nca_solve
 from ._parallel import fit_threads, n_threads_for
-from ._validation import IntAtLeast, check_n_components, check_points, require_y
+from ._validation import (IntAtLeast, check_n_components, check_points, is_dask_array,
+                          require_y)
 from .base import MahalanobisMixin, SupervisedMixin, initialize_components
 
 # scikit-learn's n_jobs: None, -1, -2, ... or a positive count
@@ -165,7 +166,12 @@ class NCA(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         require_y(self, y)
         warm = self.warm_start and hasattr(self, "components_")
         previous = self.components_ if warm else None
-        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
+        if is_dask_array(X):  # (fitted on the active dask cluster)
+            from ._dask_softmax import distribute_points
+
+            X, y = distribute_points(self, X, y, classification=True, ensure_min_samples=2)
+        else:
+            X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if warm:
             if previous.shape[1] != X.shape[1]:

@@ -178,6 +178,14 @@ class RCA_Supervised(SupervisedMixin, RCA):
         The chunklets drawn (−1: a point in none).
     n_features_in_ : int
 
+    References
+    ----------
+    A. Bar-Hillel, T. Hertz, N. Shental and D. Weinshall, "Learning Distance Functions
+    using Equivalence Relations", ICML 2003.
+
+    A. Bar-Hillel, T. Hertz, N. Shental and D. Weinshall, "Learning a Mahalanobis
+    Metric from Equivalence Constraints", JMLR 6 (2005), 937–965.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

@@ -281,6 +281,10 @@ default='lda'
     n_iter_ : int
     n_features_in_ : int
 
+    References
+    ----------
+    Y. Shi, A. Bellet and F. Sha, "Sparse Compositional Metric Learning", AAAI 2014.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._parallel import fit_threads
 from ._sdml_solver import pair_loss_matrix, sdml_solve
-from ._validation import IntAtLeast, check_points, require_y
+from ._validation import N_CONSTRAINTS, check_points, require_y
 from .base import (
     MahalanobisMixin,
     PairsClassifierMixin,
@@ -274,6 +274,12 @@ class SDML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
         (with the default ``balance_param`` and ``20 · n_classes²`` pairs of each
         kind, that is the usual case on standardised data).
 
+    References
+    ----------
+    G.-J. Qi, J. Tang, Z.-J. Zha, T.-S. Chua and H.-J. Zhang, "An efficient sparse
+    metric learning in high-dimensional space via l1-penalized log-determinant
+    regularization", ICML 2009.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -300,8 +306,7 @@ class SDML_Supervised(SupervisedMixin, MahalanobisMixin, TransformerMixin,
 
     _parameter_constraints = {
         **_SDMLSolverMixin._parameter_constraints,
-        "n_constraints": [IntAtLeast(1), None],
-        "num_constraints": [StrOptions({"deprecated"}), IntAtLeast(1), None],
+        **N_CONSTRAINTS,
     }
 
     _deprecated_aliases = {"num_constraints": "n_constraints"}

@@ -36,6 +36,8 @@ mahal.LMNNEnergyClassifier(mahal.LMNN(max_iter=3)).fit(Xe, np.repeat(yd[:600], 2
 mahal.TripletMargin_Supervised(mining="hard", max_iter=2, random_state=0).fit(X, y)
 mahal.TripletMargin_Supervised(mining="all", max_iter=2, random_state=0).fit(X, y)
 mahal.TripletMargin_Supervised(max_iter=2, random_state=0).fit(Xd, yd[:600])
+mahal.NCA(max_iter=3).fit(X, y)
+mahal.MLKR(max_iter=3, n_jobs=2).fit(Xd, yd[:600].astype(float))
 print(json.dumps(_jit.notice.spent))
 """
 

@@ -37,6 +37,19 @@ def test_public_estimators_have_runnable_examples():
         assert ">>> " in getattr(mahal, name).__doc__, name
 
 
+def test_public_classes_cite_their_references():
+    # every public class of mahal names the paper(s) it implements in a numpydoc
+    # References section (load_dataset, a function, describes its sources itself)
+    import mahal
+    from numpydoc.docscrape import NumpyDocString
+
+    missing = [name for name in mahal.__all__
+               if inspect.isclass(getattr(mahal, name))
+               and not "".join(NumpyDocString(getattr(mahal, name).__doc__)
+                                   ["References"]).strip()]
+    assert not missing, missing
+
+
 def _public_objects():
     """``module.name`` and ``module.Class.method`` of every public class and
     function defined in a public module."""

@@ -155,6 +155,35 @@ def test_numpy_sweep_equals_the_kernel(gamma):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
+def test_numpy_budget_is_the_process_s():
+    # a small fit runs in NumPy and does not load numba; a process that keeps fitting
+    # such problems moves to the kernel once its NumPy budget is spent, with the
+    # same result to rounding
+    import subprocess
+    import sys
+
+    code = """
+import sys, warnings
+import numpy as np
+from sklearn.datasets import load_wine
+from sklearn.preprocessing import StandardScaler
+from mahal import ITML_Supervised
+from mahal import _itml_solver
+warnings.simplefilter("ignore")
+X, y = load_wine(return_X_y=True)
+X = StandardScaler().fit_transform(X)
+first = ITML_Supervised(random_state=0).fit(X, y).components_
+print("mahal._itml_kernels" in sys.modules, 0 < _itml_solver._numpy_done
+      <= _itml_solver._NUMPY_PROJECTIONS)
+second = ITML_Supervised(random_state=0).fit(X, y).components_
+print("mahal._itml_kernels" in sys.modules, np.allclose(first, second, rtol=1e-7,
+                                                        atol=1e-10))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"]
+
+
 def test_solver_stops_by_the_dual_change_rule():
     # the rule of the authors' code and metric-learn, checked on the returned duals
     _, pairs, y = _problem(5)

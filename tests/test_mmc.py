@@ -2,6 +2,7 @@
 
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -451,3 +452,26 @@ def test_numpy_cross_class_weights_equal_the_kernel(s, c0):
     assert Fa == pytest.approx(Fb, rel=1e-12)
     for u, v in ((a, b), (ra, rb), (ca, cb)):
         np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_supervised_pair_floor_is_capped_with_many_classes(monkeypatch):
+    # metric-learn's floor of 20·C² pairs of each kind is capped at 10⁶: with 500
+    # classes it would ask for 5·10⁶ (more similar pairs than exist, so all would be
+    # enumerated, and memory would grow with C²).
+    import mahal.mmc as mmc_module
+    asked = []
+    original = Constraints.positive_negative_pairs
+
+    def recording(self, n_constraints, *args, **kwargs):
+        asked.append(n_constraints)
+        return original(self, n_constraints, *args, **kwargs)
+
+    monkeypatch.setattr(Constraints, "positive_negative_pairs", recording)
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(500), 5)
+    X = rng.randn(2500, 2) + 3 * rng.randn(500, 2)[y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MMC_Supervised(random_state=0, max_iter=5).fit(X, y)
+    assert asked == [mmc_module._MAX_FLOOR_PAIRS] and 20 * 500 ** 2 > asked[0]
+    assert np.all(np.isfinite(model.components_))

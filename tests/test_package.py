@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.datasets import load_wine
 from sklearn.preprocessing import StandardScaler
 from mahal import LMNN, MMC, Covariance, LMNNEnergyClassifier, MMC_Supervised
+from mahal import ITML_Supervised, TripletMargin_Supervised, NCA, MLKR
 warnings.simplefilter("ignore")
 X, y = load_wine(return_X_y=True)
 X = StandardScaler().fit_transform(X)
@@ -35,6 +36,12 @@ for diagonal in (False, True):
     MMC_Supervised(diagonal=diagonal).fit(X, y)
     MMC(diagonal=diagonal).fit(np.stack([X[:60], X[60:120]], axis=1),
                                np.where(y[:60] == y[60:120], 1, -1))
+ITML_Supervised(random_state=0).fit(X, y)
+TripletMargin_Supervised(random_state=0).fit(X, y)
+NCA(random_state=0).fit(X, y)
+MLKR(random_state=0).fit(X, y.astype(float))
+for mining in ("all", "hard"):  # (short: the process's NumPy budget is 400 batches)
+    TripletMargin_Supervised(mining=mining, max_iter=5, random_state=0).fit(X, y)
 print("numba" in sys.modules)
 """
 
@@ -42,7 +49,8 @@ print("numba" in sys.modules)
 @pytest.mark.parametrize("large", [False, True])
 def test_small_fits_never_import_numba(large):
     # numba's start-up in a process costs more than a small fit: small problems run
-    # in NumPy (mahal._lmnn_dense, mahal._mmc_small) and kernel modules are imported
+    # in NumPy (mahal._lmnn_dense, mahal._mmc_small, mahal._triplet_small, ITML's
+    # first sweeps, NCA's and MLKR's blocks) and kernel modules are imported
     # on first use. A problem above the bounds does use the kernels.
     code = _SMALL_FITS
     if large:

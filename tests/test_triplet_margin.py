@@ -16,6 +16,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mahal import TripletMargin, TripletMargin_Supervised
 from mahal import _triplet_kernels as K
+from mahal import _triplet_small as S
+from mahal import _triplet_solver
 from mahal._triplet_solver import MINING, PKSampler, batch_loss_grad, triplet_loss_grad
 
 # ---------------------------------------------------------------------------
@@ -69,11 +71,13 @@ def random_batch(seed, B=14, n_classes=4, integer=False):
 @pytest.mark.parametrize("integer", [False, True], ids=["generic", "ties"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("rule", ["all", "hard", "semihard"])
-def test_mining_selects_exactly_the_triplets_of_the_definition(rule, seed, integer):
+@pytest.mark.parametrize("impl", [K, S], ids=["kernels", "numpy"])
+def test_mining_selects_exactly_the_triplets_of_the_definition(rule, seed, integer, impl):
     D, codes, Z = random_batch(seed, integer=integer)
     np.testing.assert_allclose(D, ((Z[:, None] - Z[None]) ** 2).sum(-1), atol=1e-12)
+    np.testing.assert_allclose(S.pairwise_sq_distances(Z), D, rtol=1e-14, atol=1e-14)
     margin = 1.5
-    got, units = K.select_triplets(D, codes, margin, MINING[rule])
+    got, units = impl.select_triplets(D, codes, margin, MINING[rule])
     want, want_units = brute_force(D, codes, margin, rule)
     np.testing.assert_array_equal(got, want)
     assert units == want_units
@@ -159,9 +163,71 @@ def test_all_triplets_kernel_equals_the_listed_triplets(seed):
     D, codes, _ = random_batch(seed)
     listed, units = K.select_triplets(D, codes, 2.0, K.MINE_ALL)
     total, n_active, C = K.triplet_hinge(D, listed, 2.0)
-    total2, n_active2, C2, units2 = K.all_triplets_hinge(D, codes, 2.0)
-    assert (total2, n_active2, units2) == pytest.approx((total, n_active, units))
-    np.testing.assert_allclose(C2, C, atol=1e-12)
+    for impl in (K, S):
+        total2, n_active2, C2, units2 = impl.all_triplets_hinge(D, codes, 2.0)
+        assert (total2, n_active2, units2) == pytest.approx((total, n_active, units))
+        np.testing.assert_allclose(C2, C, atol=1e-12)
+
+
+@pytest.mark.parametrize("integer", [False, True], ids=["generic", "ties"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rule", ["all", "hard", "semihard"])
+def test_numpy_twins_equal_the_kernels(rule, seed, integer):
+    # mahal._triplet_small (small fits, no numba) against mahal._triplet_kernels
+    _, codes, Z = random_batch(seed, B=20, integer=integer)
+    D = K.pairwise_sq_distances(Z)
+    triplets, _ = K.select_triplets(D, codes, 1.5, MINING[rule])
+    want = K.triplet_hinge(D, triplets, 1.5)
+    got = S.triplet_hinge(D, triplets, 1.5)
+    assert got[:2] == pytest.approx(want[:2], rel=1e-13)
+    np.testing.assert_array_equal(got[2], want[2])
+    want = S.mined_hinge(Z, codes, 1.5, MINING[rule], in_numpy=False)
+    got = S.mined_hinge(Z, codes, 1.5, MINING[rule], in_numpy=True)
+    assert got[0] == pytest.approx(want[0], rel=1e-13)
+    assert got[1:2] + got[3:] == want[1:2] + want[3:]
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_numpy_budget_is_the_process_s():
+    # small batches are mined in NumPy without numba until the process has spent
+    # its NumPy budget; then the kernels take over (a process fitting again and
+    # again pays numba's start-up once)
+    import subprocess
+    import sys
+
+    code = """
+import sys, warnings
+from sklearn.datasets import load_wine
+from sklearn.preprocessing import StandardScaler
+from mahal import TripletMargin_Supervised, _triplet_small
+warnings.simplefilter("ignore")
+X, y = load_wine(return_X_y=True)
+X = StandardScaler().fit_transform(X)
+seen = []
+for _ in range(3):
+    TripletMargin_Supervised(random_state=0).fit(X, y)
+    seen.append("mahal._triplet_kernels" in sys.modules)
+print(seen[0], seen[-1], _triplet_small._numpy_done >= _triplet_small._NUMPY_WORK)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True"]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("mining", ["all", "hard", "semihard"])
+def test_small_fit_in_numpy_equals_the_kernel_fit(mining, monkeypatch):
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    fits = {}
+    for in_numpy in (False, True):
+        monkeypatch.setattr(_triplet_solver, "use_numpy", lambda b, v=in_numpy: v)
+        est = TripletMargin_Supervised(mining=mining, max_iter=15, random_state=0)
+        fits[in_numpy] = est.fit(X, y)
+    np.testing.assert_allclose(fits[True].components_, fits[False].components_,
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fits[True].loss_curve_, fits[False].loss_curve_,
+                               rtol=1e-8)
 
 
 def fixed_triplets(seed, m=50, d=4):

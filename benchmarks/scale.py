@@ -1,0 +1,128 @@
+"""NCA in memory and on a dask ``LocalCluster`` of this machine's cores, at growing n.
+
+For each n of ``--sizes``: ``make_classification(n, 50 features, 10 informative,
+10 classes, random_state=0)``, standardised; ``NCA(n_components=--n-components,
+init='pca', max_iter=--max-iter, tol=0)`` (every fit runs ``max_iter`` iterations):
+
+- in memory, ``n_jobs=2`` (both cores), in this process;
+- on ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``, ``X`` a
+  ``dask.array`` of ``--chunks`` row chunks (one task per chunk and evaluation), a
+  fresh cluster per n.
+
+Printed per n and mode: seconds per iteration (the mean gap between the
+``callback`` calls of iterations 1 and ``max_iter``: start-up, gathering and
+initialisation excluded, shown apart as *setup*), the peak memory (in memory: this
+process's peak RSS during ``fit`` above its RSS before; on the cluster: the largest
+worker's peak RSS during ``fit`` above its RSS before, and the driver's), the ratio of
+the cluster's time per iteration to the in-memory one, and the relative difference
+of the objectives (the two fits follow the same iterates to rounding).
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/scale.py [--sizes 10000 100000] [--max-iter 3]
+        [--n-components 10] [--chunks 8]
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _memory import _reset_hwm, _status_kib, measure  # noqa: E402
+
+
+def _data(n):
+    from sklearn.datasets import make_classification
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_classification(n_samples=n, n_features=50, n_informative=10,
+                               n_classes=10, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def _timed_fit(make, X, y):
+    """``(estimator, seconds per iteration, setup seconds, total seconds, peak
+    bytes of this process)``."""
+    stamps = []
+    est = make(lambda L, n_iter: stamps.append(time.perf_counter()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        _, total, peak, _ = measure(lambda: est.fit(X, y))
+    per_iter = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+    setup = stamps[0] - start - per_iter
+    return est, per_iter, setup, total, peak
+
+
+def _worker_reset():
+    import gc
+
+    gc.collect()
+    _reset_hwm()
+    return _status_kib("VmRSS")
+
+
+def _worker_peak():
+    return _status_kib("VmHWM")
+
+
+def run(sizes, max_iter, n_components, n_chunks):
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from mahal import NCA
+
+    def make(n_jobs):
+        return lambda cb: NCA(n_components=n_components, init="pca",
+                              max_iter=max_iter, tol=0, n_jobs=n_jobs, callback=cb)
+
+    rows = []
+    for n in sizes:
+        X, y = _data(n)
+        mem, mem_it, mem_setup, mem_total, mem_peak = _timed_fit(make(2), X, y)
+        rows.append((n, "in memory (2 threads)", mem_it, mem_setup, mem_peak, None,
+                     1.0, 0.0))
+        print(rows[-1], flush=True)
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.run(lambda: __import__("mahal.nca"))  # (imports outside the fit)
+            Xd = da.from_array(X, chunks=(-(-n // n_chunks), 50))
+            before = client.run(_worker_reset)
+            dist, it, setup, total, driver_peak = _timed_fit(make(None), Xd, y)
+            after = client.run(_worker_peak)
+            worker_peak = max(after[w] - before[w] for w in after) * 1024
+        rel = abs(dist.objective_ - mem.objective_) / abs(mem.objective_)
+        rows.append((n, "LocalCluster (2 workers)", it, setup, worker_peak,
+                     driver_peak, it / mem_it, rel))
+        print(rows[-1], flush=True)
+    print()
+    print("=========  ========================  ==========  =========  ==============  "
+          "===========  =======  =============")
+    print("n          mode                      s / iter    setup (s)  peak / worker   "
+          "driver peak  ratio    objective Δ")
+    print("=========  ========================  ==========  =========  ==============  "
+          "===========  =======  =============")
+    for n, mode, it, setup, peak, driver, ratio, rel in rows:
+        driver = "" if driver is None else f"{driver / 2**20:.0f} MiB"
+        print(f"{n:<9}  {mode:<24}  {it:<10.3g}  {setup:<9.2f}  "
+              f"{peak / 2**20:<9.0f} MiB   {driver:<11}  {ratio:<7.2f}  {rel:.1e}")
+    print("=========  ========================  ==========  =========  ==============  "
+          "===========  =======  =============")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--max-iter", type=int, default=3)
+    parser.add_argument("--n-components", type=int, default=10)
+    parser.add_argument("--chunks", type=int, default=8)
+    args = parser.parse_args()
+    run(args.sizes, args.max_iter, args.n_components, args.chunks)
+
+
+if __name__ == "__main__":
+    main()
