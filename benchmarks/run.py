@@ -33,7 +33,8 @@ paper
     Weinberger & Saul (JMLR 2009): data sets iris, wine, balance (``--repeats``
     random 70/30 splits, default 10; standardised), letter (fixed split 16000/4000;
     standardised), isolet (fixed split; PCA to 172 dimensions), mnist (fixed split;
-    pixels divided by 255, then PCA to 164 dimensions; ``--mnist-train N`` keeps the
+    each image deskewed by its second moments (``mahal.datasets.deskew``), pixels
+    divided by 255, then PCA to 164 dimensions; ``--mnist-train N`` keeps the
     first N training points). PCA is fit on the training set (it centres the data; no
     scaling). LMNN's margin is an absolute 1, hence pixels in [0, 1].
     letter, isolet, mnist are read as ``<name>.npz`` from ``--data-home`` or

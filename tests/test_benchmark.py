@@ -221,3 +221,39 @@ emit({{"event": "done"}})
     # identity transform: same error as the baseline on the same split
     assert [r["error"] for r in peer[1:]] == [r["error"] for r in base[1:]]
     assert peer[1]["fit_time"] == 0.5 and peer[1]["peak_mem_mb"] == 1.0
+
+
+def test_paper_protocol_deskews_mnist(monkeypatch):
+    # The paper protocol's mnist: deskewed images, / 255, PCA to 164 fitted on the
+    # training images; the quick protocol does not deskew.  A stand-in for the
+    # data file (200 + 50 random images) keeps the test fast.
+    import _harness
+    import mahal.datasets as mds
+    from sklearn.decomposition import PCA
+    from sklearn.utils import Bunch
+
+    rng = np.random.RandomState(0)
+    sparse = lambda n: rng.randint(0, 256, (n, 784)) * (rng.rand(n, 784) < .2)  # noqa: E731
+    raw = Bunch(X_train=sparse(200).astype(float), X_test=sparse(50).astype(float),
+                y_train=rng.randint(0, 10, 200), y_test=rng.randint(0, 10, 50))
+    calls = []
+
+    def fake_load(name, data_home=None, random_state=0, download_if_missing=True,
+                  deskew=False):
+        calls.append((name, deskew))
+        if not deskew:
+            return raw
+        return Bunch(**{**raw, "X_train": mds.deskew(raw.X_train),
+                        "X_test": mds.deskew(raw.X_test)})
+
+    monkeypatch.setattr(mds, "load_dataset", fake_load)
+    split, = _harness.load_splits("mnist", "paper")
+    assert calls == [("mnist", True)]
+    pca = PCA(n_components=164, random_state=0).fit(mds.deskew(raw.X_train) / 255.0)
+    np.testing.assert_allclose(split["Xtr"], pca.transform(mds.deskew(raw.X_train) / 255.0),
+                               atol=1e-10)
+    np.testing.assert_allclose(split["Xte"], pca.transform(mds.deskew(raw.X_test) / 255.0),
+                               atol=1e-10)
+    assert "deskewed" in _harness.preprocessing_for("mnist", "paper")
+    _harness.load_splits("mnist", "quick")
+    assert calls[-1] == ("mnist", False)

@@ -265,3 +265,82 @@ def test_unknown_name(name):
         load_dataset(name)
     for valid in DATASETS:
         assert valid in str(info.value)
+
+
+# ---------------------------------------------------------------- deskew
+
+
+def _stroke(rows, col_of_row, shape=(28, 28)):
+    image = np.zeros(shape)
+    for r in rows:
+        image[r, col_of_row(r)] = 1.0
+    return image
+
+
+@pytest.mark.parametrize("c0", [0, 2])
+def test_deskew_straightens_a_slanted_stroke(c0):
+    # The stroke c = c0 + r, rows 4..24: by hand, r̄ = 14, c̄ = c0 + 14 and the
+    # skew α = cov(r, c) / var(r) = 1, so the output pixel (r, c) reads the
+    # input at (r, c0 + r + c − 14): the stroke becomes column 14, rows 4..24,
+    # exactly (integer sample points, so no interpolation blur).
+    image = _stroke(range(4, 25), lambda r: c0 + r)
+    expected = _stroke(range(4, 25), lambda r: 14)
+    out = mds.deskew(image.reshape(1, -1)).reshape(28, 28)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
+def test_deskew_shifts_the_centroid_to_the_centre():
+    # An upright stroke off centre (column 5, rows 2..12: centroid (7, 5)) is only
+    # moved: to column 14, rows 9..19.
+    image = _stroke(range(2, 13), lambda r: 5)
+    expected = _stroke(range(9, 20), lambda r: 14)
+    out = mds.deskew(image.reshape(1, -1)).reshape(28, 28)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
+def test_deskew_half_column_slant_against_the_formula():
+    # A shear of α = 1/2 with bilinear interpolation, against the formula of the
+    # docstring evaluated pixel by pixel with scipy's map_coordinates.
+    from scipy.ndimage import map_coordinates
+    rng = np.random.RandomState(0)
+    image = _stroke(range(3, 25), lambda r: 4 + r // 2) * rng.uniform(0.5, 1, (28, 28))
+    p = image / image.sum()
+    r_idx, c_idx = np.mgrid[:28, :28].astype(float)
+    rm, cm = (p * r_idx).sum(), (p * c_idx).sum()
+    alpha = (p * (r_idx - rm) * (c_idx - cm)).sum() / (p * (r_idx - rm) ** 2).sum()
+    src_r = rm + r_idx - 14
+    src_c = cm + c_idx - 14 + alpha * (r_idx - 14)
+    expected = map_coordinates(image, [src_r, src_c], order=1, mode="grid-constant")
+    out = mds.deskew(image.reshape(1, -1)).reshape(28, 28)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    # and the result has (almost) no row/column correlation left
+    q = out / out.sum()
+    rm2, cm2 = (q * r_idx).sum(), (q * c_idx).sum()
+    assert abs((q * (r_idx - rm2) * (c_idx - cm2)).sum()) < 0.05 * abs(
+        (p * (r_idx - rm) * (c_idx - cm)).sum())
+
+
+def test_deskew_keeps_blank_images_and_checks_shape():
+    X = np.zeros((2, 784))
+    X[1, 300] = 7.0
+    out = mds.deskew(X)
+    np.testing.assert_array_equal(out[0], 0.0)
+    np.testing.assert_array_equal(out[1], X[1])  # ink in one row: no skew to measure
+    with pytest.raises(ValueError, match="shape"):
+        mds.deskew(np.zeros((3, 100)))
+
+
+def test_deskew_only_for_mnist():
+    with pytest.raises(ValueError, match="mnist"):
+        load_dataset("iris", deskew=True)
+
+
+def test_mnist_deskewed_from_env():
+    data_dir = _data_dir()
+    plain = load_dataset("mnist", data_home=data_dir)
+    b = load_dataset("mnist", data_home=data_dir, deskew=True)
+    assert b.X_train.shape == plain.X_train.shape
+    assert b.X_test.shape == plain.X_test.shape
+    np.testing.assert_allclose(b.X_train[:50], mds.deskew(plain.X_train[:50]))
+    np.testing.assert_allclose(b.X_test[-50:], mds.deskew(plain.X_test[-50:]))
+    assert "deskewed" in b.source
