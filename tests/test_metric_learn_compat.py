@@ -321,8 +321,7 @@ def test_feature_names_out(iris, est):
 
 @pytest.mark.parametrize("est", _transformers(), ids=lambda e: type(e).__name__)
 def test_transform_honours_set_output(iris, est):
-    # pandas is scikit-learn's optional dependency, not ours: tested where installed
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # (in the test extra: scikit-learn's pandas output is tested)
     X, y = iris
     Xdf = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
     est = clone(est).fit(Xdf, y)
