@@ -222,10 +222,10 @@ def load_splits(name, protocol="quick", repeats=1, seed=0, data_home=None,
 # --------------------------------------------------------------------------- metrics
 
 
-def knn_error(Z_train, y_train, Z_test, y_test, k=3):
+def knn_error(Z_train, y_train, Z_test, y_test, k=3, n_jobs=None):
     """Test error of ``KNeighborsClassifier(n_neighbors=k)`` fitted on the train set."""
     from sklearn.neighbors import KNeighborsClassifier
-    clf = KNeighborsClassifier(n_neighbors=k).fit(Z_train, y_train)
+    clf = KNeighborsClassifier(n_neighbors=k, n_jobs=n_jobs).fit(Z_train, y_train)
     return float(1.0 - clf.score(Z_test, y_test))
 
 

@@ -77,12 +77,10 @@ def child(learner, name, fits):
 
 
 def objective(learner, L, X, y):
-    sys.path.insert(0, ROOT)
     if learner == "LMNN":
-        from mahal._lmnn_neighbors import select_target_neighbors
-        from mahal._lmnn_problem import lmnn_loss_grad
-        tn = select_target_neighbors(X, y, 3)
-        return lmnn_loss_grad(L, X, y, tn, mu=0.5)[0], None
+        sys.path.insert(0, HERE)
+        from memory import objective as lmnn_objective  # (μ = 0.5, k = 3)
+        return lmnn_objective(L, X, y), None
     Z = X @ L.T
     sq = (Z ** 2).sum(1)
     far = same = 0.0

@@ -74,21 +74,16 @@ def prepare(mode, data_home):
             np.ascontiguousarray(pca.transform(X_eval)), y_eval)
 
 
-def knn_error(Z_fit, y_fit, Z_eval, y_eval, k=3):
-    from sklearn.neighbors import KNeighborsClassifier
-    clf = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(Z_fit, y_fit)
-    return float(np.mean(clf.predict(Z_eval) != y_eval))
-
-
 def run_child(name, data_path):
     """Fit one setting on the arrays saved at ``data_path``; print a JSON line."""
+    from _harness import knn_error
     from _memory import measure
     d = np.load(data_path)
     X_fit, y_fit, X_eval, y_eval = d["X_fit"], d["y_fit"], d["X_eval"], d["y_eval"]
     setting = SETTINGS[name]
     row = {"setting": name}
     if setting is None:
-        row["knn"] = knn_error(X_fit, y_fit, X_eval, y_eval)
+        row["knn"] = knn_error(X_fit, y_fit, X_eval, y_eval, n_jobs=-1)
     else:
         from mahal import LMNN, LMNNEnergyClassifier
         params = dict(setting)
@@ -98,7 +93,7 @@ def run_child(name, data_path):
         row.update(params=setting, fit_s=seconds, peak_mb=peak / 2**20,
                    peak_method=method, n_iter=int(lmnn.n_iter_))
         row["knn"] = knn_error(lmnn.transform(X_fit), y_fit,
-                               lmnn.transform(X_eval), y_eval)
+                               lmnn.transform(X_eval), y_eval, n_jobs=-1)
         energy = LMNNEnergyClassifier(
             lmnn, prefit=True, n_jobs=-1,
             n_neighbors=energy_k or lmnn.n_neighbors,
