@@ -42,6 +42,10 @@ CONVERGED, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2
 # arithmetic (its sums stay float64); smaller memories stay float64, where the
 # saving is a small share of a fit (measurements: docs/solver_notes.rst, "L-BFGS").
 _F32_MEMORY = 1 << 23
+# A failed line search along a quasi-Newton direction whose predicted decrease
+# ``−gᵀp`` is below this share of the value (a sum's rounding error grows with its
+# terms) ends the run as converged, not as a failure.
+_ROUNDING = 1e4 * np.finfo(np.float64).eps
 
 
 def _two_loop_np(g, S, Y, rho, head, count, gamma):
@@ -177,7 +181,7 @@ class Result:
 
 
 def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
-          warm=None, window=1):
+          warm=None, window=1, stall=None):
     """Minimise with L-BFGS over a line oracle (see the module docstring).
 
     Parameters
@@ -193,7 +197,10 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         summed over the iterations as their line searches measured it (on the
         function of their line). ``window=1`` is scipy's ``ftol`` rule.
     gtol : float
-        Stop when the largest absolute gradient entry is at most ``gtol``.
+        Stop when the largest absolute gradient entry is at most ``gtol``. A run
+        also ends as converged when a line search fails along a quasi-Newton
+        direction that promised a decrease below the rounding of the value
+        (``−gᵀp ≤ 10⁴ ε max(|f|, 1)``).
     memory : int
         Number of correction pairs (float32 from ``_F32_MEMORY`` bytes of them in
         float64 on).
@@ -208,6 +215,12 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         window longer than 1 does not stop on one iteration of little progress,
         which on a piecewise-smooth objective (a hinge) says little about how far
         the optimum is; the ``ftol`` test starts after ``window`` iterations.
+    stall : (int, float), optional
+        ``(s, c)``: also stop when the objective fell by at most ``c · ftol``
+        (relative) in all over the last ``s`` iterations, before or after
+        ``window`` iterations. With ``c < 1`` this stops a flat run sooner than
+        the window can, where each iteration is expensive, and not a run that
+        still makes progress.
 
     Returns
     -------
@@ -255,6 +268,11 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         alpha, f_new, n = line_search(oracle, f, d0, alpha0)
         nfev += n
         if alpha == 0.0:
+            if count and -d0 <= _ROUNDING * max(abs(f), 1.0):
+                # the quasi-Newton step promised a decrease that rounding hides:
+                # the point is optimal to the precision of the values
+                status = CONVERGED
+                break
             if retried:
                 status = LINE_SEARCH_FAILED
                 break
@@ -280,10 +298,15 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
             callback(nit, f, x)
         decreases.append(f_old - f_new)
         f_before.append(f)
-        if len(decreases) > window:
+        if len(decreases) > max(window, stall[0] if stall else 0):
             del decreases[0], f_before[0]
-        if len(decreases) == window and sum(decreases) <= window * ftol * max(
-                abs(f_before[0]), abs(f_new), 1.0):
+        if len(decreases) >= window and sum(decreases[-window:]) <= window * ftol * max(
+                abs(f_before[-window - 1]), abs(f_new), 1.0):
+            status = CONVERGED
+            break
+        if stall and len(decreases) >= stall[0] and sum(
+                decreases[-stall[0]:]) <= stall[1] * ftol * max(
+                abs(f_before[-stall[0] - 1]), abs(f_new), 1.0):
             status = CONVERGED
             break
     return Result(x, f, nit, nfev, status, (S, Y, rho, head, count, gamma))

@@ -214,3 +214,49 @@ def test_window_stops_at_the_first_small_average_decrease(window):
     if window > 1:
         assert any(f[k - 1] - f[k] <= ftol * max(abs(f[k - 1]), abs(f[k]), 1.0)
                    for k in range(1, stop))
+
+
+@pytest.mark.parametrize("stall", [(2, 0.5), (3, 0.1)])
+def test_stall_stops_at_the_first_flat_stretch(stall):
+    # reference: the two rules applied by hand to the values the run went through;
+    # the run stops at the first iteration where either is met, and the stall
+    # rule, tested on fewer iterations than the window, stops it sooner
+    x0 = np.full(6, -1.2)
+    x0[1::2] = 1.0
+    oracle = FunctionLine(lambda x: (rosen(x), rosen_der(x)))
+    f = [oracle.start(x0)[0]]
+    ftol, window = 1e-4, 30
+    res = lbfgs(oracle, x0, 500, ftol=ftol, gtol=0.0, window=window, stall=stall,
+                callback=lambda nit, fk, x: f.append(fk))
+    s, c = stall
+
+    def met(k):
+        flat = k >= s and f[k - s] - f[k] <= c * ftol * max(abs(f[k - s]), abs(f[k]),
+                                                            1.0)
+        average = k >= window and f[k - window] - f[k] <= window * ftol * max(
+            abs(f[k - window]), abs(f[k]), 1.0)
+        return flat or average
+
+    assert res.status == CONVERGED
+    stop = next(k for k in range(1, len(f)) if met(k))
+    assert res.nit == stop == len(f) - 1
+    without = lbfgs(FunctionLine(lambda x: (rosen(x), rosen_der(x))), x0, 500,
+                    ftol=ftol, gtol=0.0, window=window)
+    assert res.nit < without.nit
+
+
+def test_rounding_floor_ends_as_converged():
+    # values carry noise of 1e-13 relative (as a long sum's rounding does): near
+    # the optimum no step can show a sufficient decrease, and the run ends as
+    # converged at the solution (a wrong gradient still fails: the test above)
+    A, b, _ = _quadratic(3)
+    x_star = np.linalg.solve(A, b)
+    f_star = -0.5 * b @ x_star
+
+    def fun(x):
+        noise = 1e-13 * abs(f_star) * np.sin(1e9 * x.sum())
+        return 0.5 * x @ A @ x - b @ x + noise, A @ x - b
+
+    res = lbfgs(FunctionLine(fun), np.zeros(30), 500, ftol=0.0, gtol=0.0)
+    assert res.status == CONVERGED and res.nit < 500
+    np.testing.assert_allclose(res.x, x_star, atol=1e-5)
