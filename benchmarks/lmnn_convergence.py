@@ -7,8 +7,10 @@ three mahal fits (one thread, after a warm-up fit):
 
 - ``old``: the defaults of 0.1.0 (``max_iter=50, tol=1e-5``, a stage stopping on
   one iteration's relative decrease: the same solver with a window of 1);
-- ``new``: today's defaults (``max_iter=1000, tol=1e-5``, the decrease averaged
-  over 10 iterations);
+- ``window``: the defaults of the first converging release (``max_iter=1000,
+  tol=1e-5``, the decrease averaged over 10 iterations);
+- ``new``: today's defaults (``window``'s, and a stage also stops when the objective
+  fell by less than ``0.1 · tol`` in all over 3 iterations);
 - ``long``: ``max_iter=3000, tol=0`` (no decrease test: runs until the line search
   fails or 3000 iterations), the reference optimum of the gaps.
 
@@ -50,9 +52,10 @@ from lmnn_speed import knn_error, run_peer, warm_up  # noqa: E402
 
 DATASETS = ("iris", "wine", "balance", "breast_cancer", "digits", "letter")
 CONFIGS = {
-    "old": dict(params=dict(max_iter=50, tol=1e-5), window=1),
-    "new": dict(params={}, window=None),
-    "long": dict(params=dict(max_iter=3000, tol=0.0), window=None),
+    "old": dict(params=dict(max_iter=50, tol=1e-5), window=1, stall=None),
+    "window": dict(params={}, window=None, stall=None),
+    "new": dict(params={}, window=None, stall="default"),
+    "long": dict(params=dict(max_iter=3000, tol=0.0), window=None, stall="default"),
 }
 
 
@@ -80,17 +83,20 @@ def folds(name, n_folds=5):
 
 
 @contextmanager
-def solver_window(window):
-    """The solver's averaging window for the duration (None: unchanged)."""
+def solver_rule(window, stall):
+    """The solver's averaging window (None: unchanged) and stall test ("default":
+    unchanged, None: none) for the duration."""
     from mahal import _lmnn_solver
 
-    saved = _lmnn_solver._WINDOW
+    saved = _lmnn_solver._WINDOW, _lmnn_solver._STALL
     if window is not None:
         _lmnn_solver._WINDOW = window
+    if stall != "default":
+        _lmnn_solver._STALL = stall
     try:
         yield
     finally:
-        _lmnn_solver._WINDOW = saved
+        _lmnn_solver._WINDOW, _lmnn_solver._STALL = saved
 
 
 def objective(L, Xtr, ytr, targets):
@@ -105,7 +111,7 @@ def fit(config, Xtr, ytr, Xte, yte, targets):
     from mahal import LMNN
 
     with warnings.catch_warnings(record=True) as caught, \
-            solver_window(config["window"]):
+            solver_rule(config["window"], config["stall"]):
         warnings.simplefilter("always", ConvergenceWarning)
         t = time.perf_counter()
         m = LMNN(n_jobs=1, **config["params"]).fit(Xtr, ytr)

@@ -91,6 +91,10 @@ _STAGE_SHARE = 1 / 3  # share of max_iter for the smoothed stages together
 # average over a window is met at a practical optimum (how close, and at what
 # cost: docs/benchmarks.rst, "LMNN: defaults that converge").
 _WINDOW = 10
+# ... and also when the objective fell by less than _STALL[1]·tol (relative) in all
+# over the last _STALL[0] iterations: a flat run (on data whose classes overlap
+# completely, an iteration costs minutes) stops without waiting out the window.
+_STALL = (3, 0.1)
 
 
 class _LossOracle:
@@ -453,7 +457,8 @@ def _lmnn_lbfgs(problem, L0, max_iter, tol, stages, verbose, slack, max_period, 
         x0, n_iter0 = x, n_iter
         best = [np.inf, None]  # the last stage's best point verified by a search
         res = lbfgs(oracle, x, budget, ftol=tol, gtol=1e-12, memory=_MAXCOR,
-                    callback=callback, warm=warm, window=_WINDOW)
+                    callback=callback, warm=warm, window=_WINDOW,
+                    stall=_STALL)
         x = res.x
         # The next stage (a less smoothed hinge) starts with this run's
         # correction pairs (fewer evaluations at equal objective).
