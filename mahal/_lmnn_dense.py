@@ -3,7 +3,8 @@
 On a small problem (a few hundred points) a fit takes milliseconds, while the first
 call of any numba function in a process costs far more: loading numba and its
 cached machine code, or compiling it on a new machine. Below the bounds of
-:func:`use_dense` the solver therefore evaluates the objective of
+:func:`use_dense`, for a process's first such fits (:func:`in_budget`), the
+solver therefore evaluates the objective of
 :mod:`mahal._lmnn_solver` from the full ``n × n`` matrix of squared learned
 distances, with NumPy alone, and target neighbours are chosen from each class's
 full distance matrix, and the energies of energy-based classification are computed
@@ -16,6 +17,8 @@ Every evaluation is exact (all impostors are seen at every point), so there is n
 candidate graph: the oracle's values are all "verified" in the sense of the
 kernel path's impostor searches.
 """
+
+import sys
 
 import numpy as np
 
@@ -30,12 +33,25 @@ _MAX_PRODUCT = 1 << 23
 # below this.
 _MAX_TARGET_ELEMS = 1 << 21
 _TIE = 1e-10  # relative: distances this close are tied (as mahal._lmnn_search_kernels._TIE)
+# A dense evaluation costs several times a kernel one (NumPy's per-call overhead),
+# so the dense path is for a process's first small fits only: once the kernels are
+# loaded (by a larger fit), or once the process has made this many dense
+# evaluations (about what loading numba's cached kernels costs), small problems use
+# the kernels too, and a process that fits many pays numba's start-up once.
+_DENSE_EVALS = 500
+_dense_done = 0  # dense evaluations made in this process
 
 
 def use_dense(n, k, r):
     """Whether an LMNN problem of ``n`` points, ``k`` target neighbours and ``r``
     components is evaluated densely (see the module docstring)."""
     return n <= _MAX_N and n * n * k <= _MAX_TRIPLETS and n * n * r <= _MAX_PRODUCT
+
+
+def in_budget():
+    """Whether this process still fits small problems densely (see
+    :data:`_DENSE_EVALS`)."""
+    return "mahal._lmnn_kernels" not in sys.modules and _dense_done < _DENSE_EVALS
 
 
 def select_target_neighbors(X, y, n_neighbors):
@@ -191,7 +207,9 @@ class DenseOracle:
         self.run_start_f = None
 
     def _eval(self, Z):
+        global _dense_done
         self.n_evals += 1
+        _dense_done += 1
         return self.problem.weights(Z, self.smooth)
 
     def _settle(self, Z, evaluation):

@@ -378,7 +378,8 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=1000, tol=1e-5,
     """
     r, d = L0.shape
     if (not low_precision and max_candidates is None
-            and _lmnn_dense.use_dense(X.shape[0], target_neighbors.shape[1], r)):
+            and _lmnn_dense.use_dense(X.shape[0], target_neighbors.shape[1], r)
+            and _lmnn_dense.in_budget()):
         # small: dense NumPy evaluation, no numba (see mahal._lmnn_dense)
         return _lmnn_lbfgs(_lmnn_dense.DenseProblem(X, y, target_neighbors, mu), L0,
                            max_iter, tol, _smoothing_schedule(smoothing), verbose, slack,

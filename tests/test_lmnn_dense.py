@@ -1,6 +1,9 @@
 """LMNN's NumPy path for small problems (mahal._lmnn_dense, the NumPy L-BFGS
 steps) against the numba kernels, naive loops and finite differences."""
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
@@ -109,6 +112,7 @@ def test_small_fit_reaches_the_kernel_paths_objective(load, monkeypatch):
         assert converged
         return lmnn_loss_grad(L, X, y, tn)[0], info
 
+    monkeypatch.setattr(_lmnn_dense, "in_budget", lambda: True)
     f_dense, info = objective()
     assert info["n_searches"] == 0  # (the dense path: no impostor search)
     monkeypatch.setattr(_lmnn_dense, "_MAX_N", 0)
@@ -205,3 +209,23 @@ def test_dense_energy_equals_the_kernel_and_the_definition(k, monkeypatch):
     monkeypatch.setattr(_lmnn_dense, "_MAX_N", 0)
     np.testing.assert_allclose(E, lmnn_energy(side, Xt @ L.T, k, 0.4), rtol=1e-12,
                                atol=1e-12)
+
+
+def test_dense_path_is_for_a_processs_first_small_fits(monkeypatch):
+    # dense until the process has made _DENSE_EVALS dense evaluations, or until the
+    # kernels are loaded: then the (faster) kernels, for small problems too
+    X, y = _standardised(load_iris)
+    tn = select_target_neighbors(X, y, 3)
+    L0 = np.eye(X.shape[1])
+    modules = {k: v for k, v in sys.modules.items() if k != "mahal._lmnn_kernels"}
+    monkeypatch.setattr(sys, "modules", modules)  # (as if not loaded yet)
+    monkeypatch.setattr(_lmnn_dense, "_dense_done", 0)
+    _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
+    assert info["n_searches"] == 0 and _lmnn_dense._dense_done == info["n_evals"]
+    monkeypatch.setattr(_lmnn_dense, "_dense_done", _lmnn_dense._DENSE_EVALS)
+    _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
+    assert info["n_searches"] > 0  # (the kernel path)
+    monkeypatch.setattr(_lmnn_dense, "_dense_done", 0)
+    modules["mahal._lmnn_kernels"] = importlib.import_module("mahal._lmnn_kernels")
+    _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
+    assert info["n_searches"] > 0
