@@ -104,9 +104,9 @@ def test_mlkr_on_the_cluster_equals_the_in_memory_fit(client):
 
 
 def test_without_a_client_the_default_scheduler_computes_x(monkeypatch):
-    from mahal import _dask_softmax
+    from mahal import _dask_cluster
 
-    monkeypatch.setattr(_dask_softmax, "active_client", lambda: None)
+    monkeypatch.setattr(_dask_cluster, "active_client", lambda: None)
     X, y = _classes(seed=4)
     ref = NCA(n_components=2, max_iter=20).fit(X, y)
     dist = NCA(n_components=2, max_iter=20).fit(da.from_array(X, chunks=(50, 5)),
@@ -140,7 +140,8 @@ def test_bad_dask_input_is_refused_at_fit(client):
 
 
 def test_broadcast_budget_is_stated_and_checked():
-    from mahal._dask_softmax import check_budget
+    from mahal._dask_cluster import check_budget
+    from mahal._dask_softmax import bytes_per_point
 
     class FakeClient:
         def __init__(self, limit):
@@ -152,10 +153,11 @@ def test_broadcast_budget_is_stated_and_checked():
 
     n, d = 10_000, 50
     need = 8 * n * (10 * d + 12)
-    check_budget(FakeClient(2 * need), n, d)   # half of the smallest: just fits
-    check_budget(FakeClient(0), n, d)          # no limit: not checked
+    assert n * bytes_per_point(d) == need
+    check_budget(FakeClient(2 * need), n, d, need // n)   # half of the smallest: fits
+    check_budget(FakeClient(0), n, d, need // n)          # no limit: not checked
     with pytest.raises(MemoryError, match="each worker holds all the points"):
-        check_budget(FakeClient(2 * need - 8), n, d)
+        check_budget(FakeClient(2 * need - 8), n, d, need // n)
 
 
 def test_transform_and_pair_distance_of_dask_arrays_are_lazy_and_equal_numpy(client):
