@@ -28,7 +28,9 @@ def select_target_neighbors(X, y, n_neighbors):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray of shape (n_samples, n_features) or DistributedPoints
+        (a :class:`mahal._dask_cluster.DistributedPoints`: searched on the cluster,
+        :mod:`mahal._dask_lmnn`)
     y : ndarray of shape (n_samples,), int labels
     n_neighbors : int
 
@@ -38,6 +40,10 @@ def select_target_neighbors(X, y, n_neighbors):
         Indices; a point whose class has ``m ≤ n_neighbors`` members gets its ``m − 1``
         classmates and ``−1`` in the remaining columns.
     """
+    if hasattr(X, "client"):  # X on a dask cluster
+        from ._dask_lmnn import select_target_neighbors_on_cluster
+
+        return select_target_neighbors_on_cluster(X, y, n_neighbors)
     X = np.asarray(X, dtype=np.float64)
     targets = _lmnn_dense.select_target_neighbors(X, y, n_neighbors)  # (small)
     if targets is not None:

@@ -114,6 +114,17 @@ class _Problem:
             return None
         return _to_csr(res[0], res[1], self.n)
 
+    @staticmethod
+    def empty_like(Z):
+        """Room for a point of the line search (a trial point)."""
+        return np.empty_like(Z)
+
+    def add_missed(self, old_ptr, old_idx, new_ptr, new_idx, Z, radius, smooth, U,
+                   patch):
+        """:func:`kernels.add_missed` for this problem's target neighbours."""
+        return kernels.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius,
+                                  self.target_neighbors, self.mu, smooth, U, patch)
+
     def _rows(self, fn, size):
         """``[fn(r0, r1), ...]`` over all rows: one piece for fewer than
         ``_THREADED_ELEMS`` elements (``size``), else one call per row chunk."""

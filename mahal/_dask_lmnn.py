@@ -1,0 +1,562 @@
+"""LMNN fitted on a dask array, on the active ``distributed`` cluster.
+
+Imported only when ``fit`` receives a ``dask.array.Array``. With a
+``distributed.Client`` active (:func:`mahal._dask_cluster.active_client`):
+
+- ``X`` is gathered, once, into one NumPy array on a worker and checked there
+  (:func:`mahal._dask_cluster.distribute_points`, within the budget of
+  :func:`bytes_per_point`); the initialisation (PCA, LDA, ...) runs there.
+- Target neighbours (:func:`select_target_neighbors_on_cluster`): one task per
+  (row chunk × class) pair, each finding the nearest classmates of the chunk's
+  members of that class with the in-memory kernel
+  (:func:`mahal._lmnn_search_kernels.nearest_in_class`); the driver assembles the
+  ``n × k`` table (it is the fitted ``target_neighbors_``).
+- The problem (:class:`mahal._lmnn_problem._Problem`: the centred points, labels,
+  target neighbours) is built on a worker and replicated to every worker
+  (*broadcast*: an impostor of a chunk's point may be any point of another class).
+- The driver keeps ``L`` and runs the in-memory L-BFGS with the in-memory oracle
+  (:class:`mahal._lmnn_solver._LossOracle`: the same smoothing stages, search
+  periods, restarts, stopping rule, ``verbose`` output and ``callback``) over a
+  :class:`DistributedProblem`, which holds everything of size ``n`` on the
+  workers: the current point ``Z = X Lᵀ``, the direction's ``X Pᵀ`` and the trial
+  points (one future each), the impostor candidates (one CSR future per row chunk)
+  and ``U`` (the gradient is ``2 Uᵀ X``; one future per row chunk). Only ``L``,
+  step lengths and ``r × d`` gradients cross to and from the driver.
+- An impostor search is one task per (row chunk × class) pair: the chunk's points
+  of other classes against the class's points, in float32 BLAS blocks turned into
+  directed candidate pairs by the in-memory kernel
+  (:func:`mahal._lmnn_search_kernels.scan_block`); a task per chunk groups them
+  into the chunk's CSR, which stays on the workers until the next search. Each
+  row's candidates come in the in-memory order (by class, then index).
+- An evaluation is a task per chunk running the in-memory loss kernel
+  (:func:`mahal._lmnn_kernels.loss_weights`) on the chunk's rows, one task
+  gathering the rows' losses and pair weights (``O(n k + active pairs)``, never
+  ``n × n``: the loss is their sum, as in memory), and a task per chunk forming
+  its rows of ``U`` with :func:`mahal._lmnn_kernels.laplacian_dot`; the
+  gradient's ``r × d`` per-chunk shares are summed in a fixed binary tree
+  (:func:`mahal._dask_cluster.tree_sum`). The impostors a search finds that the
+  old candidates missed are added per chunk (:func:`mahal._lmnn_kernels.add_missed`).
+
+Every task is a function of its inputs, so a worker lost in the middle of a fit
+loses only results that dask recomputes from them: the fit ends where it would
+have. Results equal the in-memory fit's to rounding (row chunks sum in another
+order); problems small enough for the in-memory dense path
+(:func:`mahal._lmnn_dense.use_dense`, at most 500 points) are gathered to the
+driver and fitted there, so that they equal it exactly. Not distributed yet: the
+streamed evaluation that the in-memory solver falls back on when the impostor
+candidates exceed ``max_candidates`` (an error says so).
+"""
+
+import operator
+
+import numpy as np
+
+from . import _lmnn_dense
+from ._dask_cluster import distribute_points as _distribute_points
+from ._lazy import lazy_module
+from ._lmnn_neighbors import _BLOCK_ELEMS, _SEARCH_BLOCK, _SMALL_SEARCH, _sq_norms
+from ._lmnn_problem import (_ROWS_PER_THREAD, _THREADED_ELEMS, _THREADED_FLOPS,
+                            _Problem, _screens)
+from ._parallel import SERIAL
+
+kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
+search_kernels = lazy_module("mahal._lmnn_search_kernels")
+
+
+def bytes_per_point(d):
+    """Bytes a worker holds per point, at most: the points twice while the problem
+    is built and the problem's centred points (and their float32 copy), the current
+    point, the direction's ``X Pᵀ``, a trial point and its float32 copy and norms
+    (``r ≤ d`` columns each), target neighbours and their transpose, and the
+    gathered pair weights: ``8 (8 d + 40)`` for up to 5 target neighbours and as
+    many active impostor pairs per point (a worker's share of the candidates and of
+    ``U`` comes on top, a chunk's worth per task)."""
+    return 8 * (8 * d + 40)
+
+
+def distribute_points(estimator, X, y):
+    """:func:`mahal._dask_cluster.distribute_points` for LMNN (labels, at least 2
+    points), within the budget of :func:`bytes_per_point`."""
+    return _distribute_points(estimator, X, y, bytes_per_point=bytes_per_point,
+                              classification=True, ensure_min_samples=2)
+
+
+# ---------------------------------------------------------------------------
+# Target neighbours
+
+
+def _class_targets(X, members, s, e, kc, kk):
+    """Target neighbours of the class members at positions ``s ≤ a < e`` of
+    ``members`` (the class's points, by index): the in-memory blocks of
+    :func:`mahal._lmnn_neighbors.select_target_neighbors`, as indices into ``X``."""
+    Xc = np.asarray(X, dtype=np.float64)[members]
+    Xm = Xc - Xc.mean(axis=0)
+    nc = _sq_norms(Xm)
+    out = np.empty((e - s, kc), dtype=np.int64)
+    step = max(1, _BLOCK_ELEMS // members.shape[0])
+    for a in range(s, e, step):
+        b = min(a + step, e)
+        search_kernels.nearest_in_class(Xc, Xm[a:b] @ Xm.T, nc, a, kk, kc,
+                                        out[a - s:b - s])
+    return members[out]
+
+
+def select_target_neighbors_on_cluster(points, y, n_neighbors):
+    """:func:`mahal._lmnn_neighbors.select_target_neighbors` of points held on the
+    cluster: one task per (row chunk × class) pair.
+
+    Parameters
+    ----------
+    points : mahal._dask_cluster.DistributedPoints
+    y : ndarray of shape (n_samples,), int labels
+    n_neighbors : int
+
+    Returns
+    -------
+    targets : ndarray of shape (n_samples, n_neighbors), int64
+    """
+    client = points.client
+    targets = np.full((y.shape[0], n_neighbors), -1, dtype=np.int64)
+    jobs = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        m = members.shape[0]
+        kc = min(n_neighbors, m - 1)
+        if kc < 1:
+            continue
+        kk = min(m - 1, kc + 4)
+        for r0, r1 in points.chunks():
+            s, e = (int(v) for v in np.searchsorted(members, [r0, r1]))
+            if e > s:
+                jobs.append((members[s:e], kc, client.submit(
+                    _class_targets, points.points, members, s, e, kc, kk,
+                    pure=False)))
+    for (rows, kc, _), found in zip(jobs, client.gather([j[2] for j in jobs])):
+        targets[rows, :kc] = found
+    return targets
+
+
+# ---------------------------------------------------------------------------
+# The solve
+
+
+def lmnn_solve_on_cluster(points, y, target_neighbors, L0, *, mu, max_iter, tol,
+                          smoothing, verbose, slack, max_period, name, low_precision,
+                          callback, max_candidates):
+    """:func:`mahal._lmnn_solver.lmnn_solve` of points held on the cluster (the
+    same parameters and returns; see the module docstring)."""
+    from ._lmnn_solver import _lmnn_lbfgs, _smoothing_schedule, lmnn_solve
+
+    if (not low_precision and max_candidates is None and _lmnn_dense.use_dense(
+            points.shape[0], target_neighbors.shape[1], L0.shape[0])):
+        # (a few hundred points: the in-memory dense path, in this process)
+        return lmnn_solve(points.points.result(), y, target_neighbors, L0, mu=mu,
+                          max_iter=max_iter, tol=tol, smoothing=smoothing,
+                          verbose=verbose, slack=slack, max_period=max_period,
+                          name=name, callback=callback)
+    problem = DistributedProblem(points, y, target_neighbors, mu)
+    return _lmnn_lbfgs(problem, L0, max_iter, tol, _smoothing_schedule(smoothing),
+                       verbose, slack, max_period, name, low_precision, callback,
+                       max_candidates)
+
+
+# Handles of what the workers hold; the oracle passes them around as the in-memory
+# problem's arrays.
+
+
+class _Remote:
+    """The shape and size of an array held on the cluster (``_Problem.Xc``)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+        self.size = int(np.prod(shape))
+
+
+class _Point:
+    """A point of the line search, ``Z`` (n, r): a future of ``(Z, aux)``, ``aux``
+    its screening inputs (:meth:`_Problem.aux`) or None."""
+
+    def __init__(self, future=None, has_aux=False, dtype=np.float64):
+        self.future = future
+        self.has_aux = has_aux
+        self.dtype = dtype
+
+
+class _Radii:
+    """Squared margin radii times ``scale``: a future of the radii (n,)."""
+
+    def __init__(self, future, scale=1.0):
+        self.future = future
+        self.scale = scale
+
+    def __mul__(self, scale):
+        return _Radii(self.future, self.scale * scale)
+
+
+class _Graph:
+    """Impostor candidates: per row chunk, a future of its CSR (``indptr`` over the
+    chunk's rows, global indices). ``shape``: ``(number of candidate pairs,)``."""
+
+    def __init__(self, parts, size):
+        self.parts = parts
+        self.shape = (size,)
+
+
+class _Rows:
+    """``U`` (n, r): per row chunk, a future of its rows."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+
+# Tasks (on the workers). ``static`` is ``(problem, members)``: the replicated
+# :class:`_Problem` and the indices of each class's points.
+
+
+def _build(X, y, targets, mu):
+    members = [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
+    return _Problem(X, y, targets, mu), members
+
+
+def _transform(static, L, low_precision):
+    return static[0].transform(L, low_precision=low_precision), None
+
+
+def _aux_buffers(Z):
+    """Room for ``Z``'s screening inputs (as :meth:`_Problem.aux_buffers`)."""
+    n, r = Z.shape
+    return (np.empty((n, r) if _screens(r) else (1, 1), dtype=np.float32),
+            np.empty(n))
+
+
+def _with_aux(point):
+    Z = point[0]
+    Z32, norms = aux = _aux_buffers(Z)
+    kernels.point_aux(Z, Z32, norms, _screens(Z.shape[1]), 0, Z.shape[0])
+    return Z, aux
+
+
+def _step(point, direction, alpha):
+    Z, ZP = point[0], direction[0]
+    out = np.empty_like(Z)
+    Z32, norms = aux = _aux_buffers(Z)
+    kernels.step(Z, ZP, alpha, out, Z32, norms, _screens(Z.shape[1]), 0, Z.shape[0])
+    return out, aux
+
+
+def _radius(static, point):
+    return static[0].radius(point[0])
+
+
+def _scaled(radius, scale):
+    return radius if scale == 1.0 else radius * scale
+
+
+def _search_block(static, point, chunk, c, radius, scale, low_precision):
+    """Directed candidates ``i → l``: ``i`` a point of the chunk not of class
+    ``c``, ``l`` of class ``c``, ``‖z_i − z_l‖² < rho2[i]``; in blocks of at most
+    ``_SEARCH_BLOCK`` products."""
+    problem, members = static
+    Z = point[0]
+    r0, r1 = chunk
+    rows = r0 + np.flatnonzero(problem.y[r0:r1] != c)
+    cols = members[c]
+    empty = np.zeros(0, dtype=np.int64)
+    if rows.shape[0] == 0:
+        return empty, empty
+    Zr, Zc = Z[rows], Z[cols]
+    norm_rows, norm_cols = _sq_norms(Zr), _sq_norms(Zc)
+    rho2 = _scaled(radius, scale)[rows]
+    never = np.full(cols.shape[0], -np.inf)  # (the columns' own pairs: their tasks)
+    if low_precision:
+        Zr, Zc = Zr.astype(np.float32), Zc.astype(np.float32)
+    step = max(64, _SEARCH_BLOCK // cols.shape[0])
+    found = [search_kernels.scan_block(Zr[s:s + step] @ Zc.T, norm_rows[s:s + step],
+                                       norm_cols, rows[s:s + step], cols,
+                                       rho2[s:s + step], never)
+             for s in range(0, rows.shape[0], step)]
+    return (np.concatenate([f[0] for f in found]),
+            np.concatenate([f[1] for f in found]))
+
+
+def _chunk_graph(chunk, by_index, *found):
+    """The chunk's candidates as CSR over its rows, each row's in the in-memory
+    order: by class, then index (by index alone if ``by_index``, as
+    :func:`kernels.search_small`)."""
+    r0, r1 = chunk
+    src = np.concatenate([f[0] for f in found])
+    dst = np.concatenate([f[1] for f in found])
+    if by_index:
+        order = np.argsort(dst, kind="stable")
+        src, dst = src[order], dst[order]
+    ptr, perm = kernels.group_by(src - r0, r1 - r0)
+    return ptr, dst[perm]
+
+
+def _graph_size(part):
+    return int(part[1].shape[0])
+
+
+def _ptr_from(local, r0, length):
+    """An ``indptr`` indexed by global rows (``length`` entries) that holds the
+    chunk's CSR ``local`` from row ``r0`` on and no pairs elsewhere."""
+    ptr = np.empty(length, dtype=np.int64)
+    ptr[:r0] = 0
+    ptr[r0:r0 + local.shape[0]] = local
+    ptr[r0 + local.shape[0]:] = local[-1]
+    return ptr
+
+
+def _chunk_loss(static, point, part, chunk, mu, smooth):
+    """The chunk's rows of :func:`kernels.loss_weights`: ``(row losses, wt, active
+    triplets, active pair counts, active pairs' second points, their weights)``."""
+    problem = static[0]
+    Z, (Z32, norms) = point
+    r0, r1 = chunk
+    k = problem.target_neighbors.shape[1]
+    indptr = _ptr_from(part[0], r0, r1 + 1)
+    # (buffers of r1 rows, of which the kernel writes the chunk's)
+    row_loss, wt, act, active_count = (np.zeros(r1), np.zeros((r1, k)),
+                                       np.zeros(r1, dtype=np.int64),
+                                       np.zeros(r1, dtype=np.int64))
+    active_dst, active_weight = kernels.loss_weights(
+        Z, Z32, norms, _screens(Z.shape[1]), problem.target_neighbors, indptr, part[1],
+        mu, smooth, r0, r1, row_loss, wt, act, active_count)
+    return (row_loss[r0:], wt[r0:], act[r0:], active_count[r0:], active_dst,
+            active_weight)
+
+
+def _gather_weights(serial, *shares):
+    """All rows' losses and pair weights, in row order: ``((loss, active triplets,
+    active pairs), laplacian_dot's pair-graph arguments)``. The loss is summed as
+    in memory: in order (``serial``: the compiled sum of
+    :func:`kernels.loss_grad_serial`), else by NumPy."""
+    row_loss, wt, act, active_count, active_dst, active_weight = (
+        np.concatenate([s[q] for s in shares]) for q in range(6))
+    loss = np.add.accumulate(row_loss)[-1] if serial else row_loss.sum()
+    (active_ptr, active_src, active_ptr_by_dst,
+     active_perm_by_dst) = kernels.index_active(active_count, active_dst)
+    return ((float(loss), int(act.sum()), int(active_dst.shape[0])),
+            (wt, active_ptr, active_dst, active_weight, active_ptr_by_dst,
+             active_perm_by_dst, active_src))
+
+
+def _chunk_u(static, point, weights, chunk):
+    """The chunk's rows of ``U = Lap(W) Z`` (:func:`kernels.laplacian_dot`)."""
+    problem = static[0]
+    Z = point[0]
+    r0, r1 = chunk
+    wt, active_ptr, active_dst, active_weight, by_dst_ptr, by_dst_perm, src = weights[1]
+    U = np.empty((r1, Z.shape[1]))  # (the kernel writes rows r0 ≤ i < r1)
+    kernels.laplacian_dot(Z, problem.target_neighbors, wt, problem.targeted_by_ptr,
+                          problem.targeted_by, active_ptr, active_dst, active_weight,
+                          by_dst_ptr, by_dst_perm, src, r0, r1, U)
+    return U[r0:].copy()
+
+
+def _span(a, b, starts, *blocks):
+    """Rows ``a ≤ i < b`` of an array held as consecutive row blocks (the first
+    rows ``starts``; only the blocks that hold some of those rows)."""
+    pieces = [block[max(a - s, 0):b - s] for s, block in zip(starts, blocks)]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _grad_part(static, a, b, low_precision, starts, *blocks):
+    """``U[a:b]ᵀ X[a:b]`` as :meth:`_Problem.grad` forms it."""
+    X, dtype = static[0]._data(low_precision)
+    return _span(a, b, starts, *blocks).astype(dtype, copy=False).T @ X[a:b]
+
+
+def _grad_whole(part):
+    G = part.astype(np.float64, copy=False)
+    G *= 2.0
+    return G
+
+
+def _grad_sum(*parts):
+    return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
+
+
+def _inner_part(a, b, by_kernel, direction, starts, *blocks):
+    """``⟨U[a:b], Z_P[a:b]⟩`` as :meth:`_Problem.inner` (or, with ``by_kernel``,
+    the serial trial) forms it."""
+    U, V = _span(a, b, starts, *blocks), direction[0][a:b]
+    return kernels.row_inner(U, V, 0, b - a) if by_kernel else np.vdot(U, V)
+
+
+def _whole_csr(parts):
+    """One CSR over all rows from the chunks' CSRs (in row order)."""
+    offsets = np.cumsum([0] + [p[1].shape[0] for p in parts])
+    ptr = np.concatenate([p[0][:-1] + o for p, o in zip(parts, offsets)]
+                         + [offsets[-1:]])
+    return ptr, np.concatenate([p[1] for p in parts])
+
+
+def _missed_count(static, point, old, new, chunk, radius, scale, smooth):
+    """The number of the chunk's impostor pairs that ``new`` holds and ``old``
+    missed (:func:`kernels.add_missed` on the chunk's rows, without a patch)."""
+    problem = static[0]
+    Z = point[0]
+    n = Z.shape[0]
+    r0 = chunk[0]
+    return kernels.add_missed(
+        _ptr_from(old[0], r0, n + 1), old[1], _ptr_from(new[0], r0, n + 1), new[1], Z,
+        _scaled(radius, scale), problem.target_neighbors, problem.mu, smooth,
+        np.zeros((0, Z.shape[1])), False)[0]
+
+
+def _missed_patch(static, point, radius, scale, smooth, olds, news, blocks):
+    """:func:`kernels.add_missed` with its patch, over all rows in one pass (as in
+    memory): ``((missed, loss, active), patched U)``."""
+    problem = static[0]
+    U = np.concatenate(blocks)
+    counts = kernels.add_missed(*_whole_csr(olds), *_whole_csr(news), point[0],
+                                _scaled(radius, scale), problem.target_neighbors,
+                                problem.mu, smooth, U, True)
+    return counts, U
+
+
+def _rows_of(patched, chunk):
+    return patched[1][chunk[0]:chunk[1]].copy()
+
+
+class DistributedProblem:
+    """What :class:`mahal._lmnn_solver._LossOracle` calls on an in-memory
+    :class:`mahal._lmnn_problem._Problem`, with everything of size ``n`` held on
+    the workers (see the module docstring): points, radii, candidate graphs and
+    ``U`` are handles of futures; losses, counts, slopes and gradients come back.
+
+    The row-wise work (searches, loss kernel, rows of ``U``) runs one task per row
+    chunk of ``X``; every sum over rows (loss, gradient, slope, the patch after a
+    search) is formed over the pieces the in-memory problem forms it over (the
+    whole array, or :meth:`mahal._parallel.RowChunkPool.ranges`, which do not
+    depend on the thread count), in the same order, so that each evaluation equals
+    the in-memory one to the bit: on a piecewise-linear objective, L-BFGS's line
+    searches amplify a difference of rounding into different iterates within a few
+    tens of iterations, so an evaluation equal only to rounding would not give the
+    in-memory fit.
+
+    Parameters
+    ----------
+    points : mahal._dask_cluster.DistributedPoints
+    y : ndarray of shape (n,), int64 class codes
+    targets : ndarray of shape (n, k), int64
+    mu : float
+    """
+
+    def __init__(self, points, y, targets, mu):
+        self.client = client = points.client
+        self.target_neighbors = np.ascontiguousarray(targets, dtype=np.int64)
+        self.mu = float(mu)
+        self.Xc = _Remote(points.shape)
+        self.n = n = points.shape[0]
+        self.chunks = points.chunks()
+        self.starts = [c[0] for c in self.chunks]
+        # as the in-memory problem: no threads (and single compiled calls) below
+        # this size, else sums over these row ranges
+        self.serial = n < 2 * _ROWS_PER_THREAD
+        self.ranges = SERIAL.ranges(n)
+        self.n_classes = int(y.max()) + 1
+        self.static = client.submit(_build, points.points, np.asarray(y, np.int64),
+                                    self.target_neighbors, self.mu, pure=False)
+        client.replicate([self.static])  # (every worker evaluates chunks of it)
+        self.stream_rho = 1.0
+        self.stream_near = 0
+
+    def _submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def _blocks(self, parts, a, b):
+        """``(starts, *futures)`` of the row blocks ``parts`` that hold rows
+        ``a ≤ i < b``."""
+        held = [(s, p) for (s, e), p in zip(self.chunks, parts) if s < b and e > a]
+        return [s for s, _ in held], *[p for _, p in held]
+
+    @staticmethod
+    def empty_like(Z):
+        return _Point()
+
+    def aux_buffers(self, r):
+        return None  # (a trial point's are made with it, on the workers)
+
+    def transform(self, L, low_precision=False):
+        self.r = L.shape[0]
+        return _Point(self._submit(_transform, self.static,
+                                   np.ascontiguousarray(L, dtype=np.float64),
+                                   low_precision),
+                      dtype=np.float32 if low_precision else np.float64)
+
+    def radius(self, Z):
+        return _Radii(self._submit(_radius, self.static, Z.future))
+
+    def search(self, Z, rho2, low_precision=False, max_pairs=None):
+        # (as find_impostors: one float64 pass, candidates by index, for small
+        # problems)
+        small = self.n * self.n * self.Xc.shape[1] <= _SMALL_SEARCH
+        parts = [self._submit(_chunk_graph, chunk, small, *[
+            self._submit(_search_block, self.static, Z.future, chunk, c, rho2.future,
+                         rho2.scale, low_precision and not small)
+            for c in range(self.n_classes)]) for chunk in self.chunks]
+        size = sum(self.client.gather([self._submit(_graph_size, p) for p in parts]))
+        if max_pairs is not None and size > max_pairs:
+            return None
+        graph = _Graph(parts, size)
+        return graph, graph  # (the oracle's indptr and indices)
+
+    def weights(self, Z, indptr, indices, smooth, aux=None):
+        if not Z.has_aux:
+            Z.future, Z.has_aux = self._submit(_with_aux, Z.future), True
+        f, act, n_pairs, U = self._evaluate(Z, indptr, smooth)
+        return f, U, act, n_pairs
+
+    def _evaluate(self, Z, graph, smooth):
+        """``(f, active triplets, active pairs, U)`` at ``Z`` (``U`` stays on the
+        workers)."""
+        if graph is None:
+            raise NotImplementedError(
+                "LMNN on a dask array: the impostor candidates exceed max_candidates, "
+                "and the streamed evaluation (which the in-memory fit falls back on) "
+                "is not distributed yet. Fit in memory, or reduce the overlap of the "
+                "classes (e.g. fewer features).")
+        shares = [self._submit(_chunk_loss, self.static, Z.future, part, chunk,
+                               self.mu, smooth)
+                  for part, chunk in zip(graph.parts, self.chunks)]
+        weights = self._submit(_gather_weights, self.serial, *shares)
+        U = _Rows([self._submit(_chunk_u, self.static, Z.future, weights, chunk)
+                   for chunk in self.chunks])
+        f, act, n_pairs = self._submit(operator.getitem, weights, 0).result()
+        return f, act, n_pairs, U
+
+    def grad(self, U, low_precision=False):
+        whole = self.n * self.r * self.Xc.shape[1] < _THREADED_FLOPS
+        parts = [self._submit(_grad_part, self.static, a, b, low_precision,
+                              *self._blocks(U.parts, a, b))
+                 for a, b in ([(0, self.n)] if whole else self.ranges)]
+        return self._submit(_grad_whole if whole else _grad_sum, *parts).result()
+
+    def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
+        out.future, out.has_aux = self._submit(_step, Z.future, ZP.future, alpha), True
+        f, act, n_pairs, U = self._evaluate(out, indptr, smooth)
+        # the slope 2 ⟨U, Z_P⟩: as the serial trial kernel, or as _Problem.inner
+        by_kernel = self.serial or ZP.dtype == np.float32
+        whole = self.serial or self.n * self.r < _THREADED_ELEMS
+        slopes = self.client.gather([
+            self._submit(_inner_part, a, b, by_kernel, ZP.future,
+                         *self._blocks(U.parts, a, b))
+            for a, b in ([(0, self.n)] if whole else self.ranges)])
+        slope = slopes[0] if self.serial else float(sum(slopes))
+        return (f, U, act, n_pairs), 2.0 * slope
+
+    def add_missed(self, old_ptr, old_idx, new_ptr, new_idx, Z, radius, smooth, U,
+                   patch):
+        if not patch:
+            return sum(self.client.gather([
+                self._submit(_missed_count, self.static, Z.future, old, new, chunk,
+                             radius.future, radius.scale, smooth)
+                for old, new, chunk in zip(old_ptr.parts, new_ptr.parts,
+                                           self.chunks)])), 0.0, 0
+        patched = self._submit(_missed_patch, self.static, Z.future, radius.future,
+                               radius.scale, smooth, old_ptr.parts, new_ptr.parts,
+                               U.parts)
+        U.parts = [self._submit(_rows_of, patched, chunk) for chunk in self.chunks]
+        return self._submit(operator.getitem, patched, 0).result()
