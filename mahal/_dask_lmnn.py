@@ -506,12 +506,12 @@ class DistributedProblem:
     def weights(self, Z, indptr, indices, smooth, aux=None):
         if not Z.has_aux:
             Z.future, Z.has_aux = self._submit(_with_aux, Z.future), True
-        f, act, n_pairs, U = self._evaluate(Z, indptr, smooth)
-        return f, U, act, n_pairs
+        return self._evaluate(Z, indptr, smooth, None)[0]
 
-    def _evaluate(self, Z, graph, smooth):
-        """``(f, active triplets, active pairs, U)`` at ``Z`` (``U`` stays on the
-        workers)."""
+    def _evaluate(self, Z, graph, smooth, direction):
+        """``((f, U, active triplets, active pairs), slope / 2)`` at ``Z``, the
+        slope along ``direction`` (a point, or None); ``U`` stays on the workers.
+        One round trip."""
         if graph is None:
             raise NotImplementedError(
                 "LMNN on a dask array: the impostor candidates exceed max_candidates, "
@@ -524,8 +524,17 @@ class DistributedProblem:
         weights = self._submit(_gather_weights, self.serial, *shares)
         U = _Rows([self._submit(_chunk_u, self.static, Z.future, weights, chunk)
                    for chunk in self.chunks])
-        f, act, n_pairs = self._submit(operator.getitem, weights, 0).result()
-        return f, act, n_pairs, U
+        wanted = [self._submit(operator.getitem, weights, 0)]
+        if direction is not None:
+            # ⟨U, Z_P⟩: as the serial trial kernel, or as _Problem.inner
+            by_kernel = self.serial or direction.dtype == np.float32
+            whole = self.serial or self.n * self.r < _THREADED_ELEMS
+            wanted += [self._submit(_inner_part, a, b, by_kernel, direction.future,
+                                    *self._blocks(U.parts, a, b))
+                       for a, b in ([(0, self.n)] if whole else self.ranges)]
+        (f, act, n_pairs), *inner = self.client.gather(wanted)
+        inner = inner and (inner[0] if self.serial else float(sum(inner)))
+        return (f, U, act, n_pairs), inner
 
     def grad(self, U, low_precision=False):
         whole = self.n * self.r * self.Xc.shape[1] < _THREADED_FLOPS
@@ -536,16 +545,8 @@ class DistributedProblem:
 
     def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
         out.future, out.has_aux = self._submit(_step, Z.future, ZP.future, alpha), True
-        f, act, n_pairs, U = self._evaluate(out, indptr, smooth)
-        # the slope 2 ⟨U, Z_P⟩: as the serial trial kernel, or as _Problem.inner
-        by_kernel = self.serial or ZP.dtype == np.float32
-        whole = self.serial or self.n * self.r < _THREADED_ELEMS
-        slopes = self.client.gather([
-            self._submit(_inner_part, a, b, by_kernel, ZP.future,
-                         *self._blocks(U.parts, a, b))
-            for a, b in ([(0, self.n)] if whole else self.ranges)])
-        slope = slopes[0] if self.serial else float(sum(slopes))
-        return (f, U, act, n_pairs), 2.0 * slope
+        evaluation, inner = self._evaluate(out, indptr, smooth, ZP)
+        return evaluation, 2.0 * inner
 
     def add_missed(self, old_ptr, old_idx, new_ptr, new_idx, Z, radius, smooth, U,
                    patch):

@@ -1,6 +1,6 @@
 """Dask arrays: NCA and MLKR fitted on a ``distributed.LocalCluster`` (2 worker
-processes) against the in-memory fit, and ``transform`` / ``pair_distance`` of dask
-arrays, lazily, against NumPy's."""
+processes: the ``client`` fixture of conftest.py) against the in-memory fit, and
+``transform`` / ``pair_distance`` of dask arrays, lazily, against NumPy's."""
 
 import os
 import signal
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 from mahal import MLKR, NCA  # noqa: E402
 from mahal._nca_solver import nca_problem  # noqa: E402
@@ -20,14 +20,6 @@ from mahal._softmax_blocks import chunk_ranges  # noqa: E402
 # (fits cut short by max_iter are compared all the same)
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as c:
-            yield c
 
 
 def _classes(n=240, d=5, seed=0):
