@@ -13,6 +13,8 @@ Without a client, ``X`` is computed in this process by dask's default scheduler 
 the learner's in-memory solver runs.
 """
 
+import functools
+
 import numpy as np
 from sklearn.utils import column_or_1d
 from sklearn.utils.validation import assert_all_finite
@@ -22,6 +24,9 @@ from ._validation import _check_finite, check_classes, check_scale_value
 
 # A broadcast evaluation may use this fraction of the smallest worker's memory limit.
 BUDGET_FRACTION = 0.5
+# Arrays sit at addresses that are multiples of this many bytes in a task (see
+# aligned).
+ALIGNMENT = 16
 
 
 def active_client():
@@ -110,6 +115,32 @@ def check_budget(client, n, d, bytes_per_point):
             f"features (e.g. PCA first).")
 
 
+def aligned(value):
+    """``value`` with its arrays at addresses that are multiples of ``ALIGNMENT``
+    bytes, as NumPy allocates them (a misplaced array is copied): an array a task
+    receives from another worker may sit at any address, and compiled loops and
+    BLAS may then round differently, which would make results depend on where a
+    task ran. Looks inside tuples and lists, and into an object's attributes
+    (replaced in place)."""
+    if isinstance(value, np.ndarray):
+        return value if value.ctypes.data % ALIGNMENT == 0 else value.copy()
+    if isinstance(value, (tuple, list)):
+        return type(value)(aligned(v) for v in value)
+    for name, attribute in getattr(value, "__dict__", {}).items():
+        if isinstance(attribute, (np.ndarray, tuple, list)):
+            setattr(value, name, aligned(attribute))
+    return value
+
+
+def aligned_task(fn):
+    """``fn`` with its arguments :func:`aligned` (for tasks on the workers)."""
+    @functools.wraps(fn)
+    def task(*args):
+        return fn(*(aligned(a) for a in args))
+
+    return task
+
+
 def _stack(blocks):
     return np.concatenate(blocks, axis=0)
 
@@ -177,14 +208,15 @@ class DistributedPoints:
         """:func:`mahal.base.initialize_components` on the worker holding the points."""
         from .base import initialize_components
 
-        return self.client.submit(initialize_components, n_components, self.points, y,
-                                  init, random_state, pure=False).result()
+        return self.client.submit(aligned_task(initialize_components), n_components,
+                                  self.points, y, init, random_state,
+                                  pure=False).result()
 
     def __matmul__(self, M):
         """The points times the matrix ``M`` (e.g. ``X @ L.T``), on the cluster."""
         out = object.__new__(DistributedPoints)
         out.client, out.row_chunks = self.client, self.row_chunks
         out.shape = (self.shape[0], np.shape(M)[1])
-        out.points = self.client.submit(np.matmul, self.points, np.asarray(M),
-                                        pure=False)
+        out.points = self.client.submit(aligned_task(np.matmul), self.points,
+                                        np.asarray(M), pure=False)
         return out

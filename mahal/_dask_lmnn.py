@@ -42,9 +42,13 @@ loses only results that dask recomputes from them: the fit ends where it would
 have. Results equal the in-memory fit's to rounding (row chunks sum in another
 order); problems small enough for the in-memory dense path
 (:func:`mahal._lmnn_dense.use_dense`, at most 500 points) are gathered to the
-driver and fitted there, so that they equal it exactly. Not distributed yet: the
-streamed evaluation that the in-memory solver falls back on when the impostor
-candidates exceed ``max_candidates`` (an error says so).
+driver and fitted there, so that they equal it exactly.
+
+Where the impostor candidates exceed ``max_candidates`` (classes that overlap
+heavily), the in-memory solver streams over blocks of distances instead
+(:meth:`mahal._lmnn_problem._Problem.stream`); here its fixed lanes run as tasks
+(:meth:`~mahal._lmnn_problem._Problem.stream_lane`, one per lane), summed in lane
+order by one task.
 """
 
 import operator
@@ -52,11 +56,12 @@ import operator
 import numpy as np
 
 from . import _lmnn_dense
+from ._dask_cluster import aligned_task
 from ._dask_cluster import distribute_points as _distribute_points
 from ._lazy import lazy_module
 from ._lmnn_neighbors import _BLOCK_ELEMS, _SEARCH_BLOCK, _SMALL_SEARCH, _sq_norms
-from ._lmnn_problem import (_ROWS_PER_THREAD, _THREADED_ELEMS, _THREADED_FLOPS,
-                            _Problem, _screens)
+from ._lmnn_problem import (_ROWS_PER_THREAD, _STREAM_LANES, _THREADED_ELEMS,
+                            _THREADED_FLOPS, _Problem, _screens)
 from ._parallel import SERIAL
 
 kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
@@ -85,6 +90,7 @@ def distribute_points(estimator, X, y):
 # Target neighbours
 
 
+@aligned_task
 def _class_targets(X, members, s, e, kc, kk):
     """Target neighbours of the class members at positions ``s ≤ a < e`` of
     ``members`` (the class's points, by index): the in-memory blocks of
@@ -209,15 +215,19 @@ class _Rows:
         self.parts = parts
 
 
-# Tasks (on the workers). ``static`` is ``(problem, members)``: the replicated
-# :class:`_Problem` and the indices of each class's points.
+# Tasks (on the workers; their arrays aligned as NumPy allocates them, wherever they
+# came from: see mahal._dask_cluster.aligned). ``static`` is ``(problem,
+# members)``: the replicated :class:`_Problem` and the indices of each class's
+# points.
 
 
+@aligned_task
 def _build(X, y, targets, mu):
     members = [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
     return _Problem(X, y, targets, mu), members
 
 
+@aligned_task
 def _transform(static, L, low_precision):
     return static[0].transform(L, low_precision=low_precision), None
 
@@ -229,6 +239,7 @@ def _aux_buffers(Z):
             np.empty(n))
 
 
+@aligned_task
 def _with_aux(point):
     Z = point[0]
     Z32, norms = aux = _aux_buffers(Z)
@@ -236,6 +247,7 @@ def _with_aux(point):
     return Z, aux
 
 
+@aligned_task
 def _step(point, direction, alpha):
     Z, ZP = point[0], direction[0]
     out = np.empty_like(Z)
@@ -244,6 +256,7 @@ def _step(point, direction, alpha):
     return out, aux
 
 
+@aligned_task
 def _radius(static, point):
     return static[0].radius(point[0])
 
@@ -252,6 +265,7 @@ def _scaled(radius, scale):
     return radius if scale == 1.0 else radius * scale
 
 
+@aligned_task
 def _search_block(static, point, chunk, c, radius, scale, low_precision):
     """Directed candidates ``i → l``: ``i`` a point of the chunk not of class
     ``c``, ``l`` of class ``c``, ``‖z_i − z_l‖² < rho2[i]``; in blocks of at most
@@ -279,6 +293,7 @@ def _search_block(static, point, chunk, c, radius, scale, low_precision):
             np.concatenate([f[1] for f in found]))
 
 
+@aligned_task
 def _chunk_graph(chunk, by_index, *found):
     """The chunk's candidates as CSR over its rows, each row's in the in-memory
     order: by class, then index (by index alone if ``by_index``, as
@@ -307,6 +322,7 @@ def _ptr_from(local, r0, length):
     return ptr
 
 
+@aligned_task
 def _chunk_loss(static, point, part, chunk, mu, smooth):
     """The chunk's rows of :func:`kernels.loss_weights`: ``(row losses, wt, active
     triplets, active pair counts, active pairs' second points, their weights)``."""
@@ -326,6 +342,7 @@ def _chunk_loss(static, point, part, chunk, mu, smooth):
             active_weight)
 
 
+@aligned_task
 def _gather_weights(serial, *shares):
     """All rows' losses and pair weights, in row order: ``((loss, active triplets,
     active pairs), laplacian_dot's pair-graph arguments)``. The loss is summed as
@@ -341,6 +358,7 @@ def _gather_weights(serial, *shares):
              active_perm_by_dst, active_src))
 
 
+@aligned_task
 def _chunk_u(static, point, weights, chunk):
     """The chunk's rows of ``U = Lap(W) Z`` (:func:`kernels.laplacian_dot`)."""
     problem = static[0]
@@ -361,22 +379,26 @@ def _span(a, b, starts, *blocks):
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
+@aligned_task
 def _grad_part(static, a, b, low_precision, starts, *blocks):
     """``U[a:b]ᵀ X[a:b]`` as :meth:`_Problem.grad` forms it."""
     X, dtype = static[0]._data(low_precision)
     return _span(a, b, starts, *blocks).astype(dtype, copy=False).T @ X[a:b]
 
 
+@aligned_task
 def _grad_whole(part):
     G = part.astype(np.float64, copy=False)
     G *= 2.0
     return G
 
 
+@aligned_task
 def _grad_sum(*parts):
     return 2.0 * np.sum(parts, axis=0, dtype=np.float64)
 
 
+@aligned_task
 def _inner_part(a, b, by_kernel, direction, starts, *blocks):
     """``⟨U[a:b], Z_P[a:b]⟩`` as :meth:`_Problem.inner` (or, with ``by_kernel``,
     the serial trial) forms it."""
@@ -392,6 +414,7 @@ def _whole_csr(parts):
     return ptr, np.concatenate([p[1] for p in parts])
 
 
+@aligned_task
 def _missed_count(static, point, old, new, chunk, radius, scale, smooth):
     """The number of the chunk's impostor pairs that ``new`` holds and ``old``
     missed (:func:`kernels.add_missed` on the chunk's rows, without a patch)."""
@@ -405,6 +428,7 @@ def _missed_count(static, point, old, new, chunk, radius, scale, smooth):
         np.zeros((0, Z.shape[1])), False)[0]
 
 
+@aligned_task
 def _missed_patch(static, point, radius, scale, smooth, olds, news, blocks):
     """:func:`kernels.add_missed` with its patch, over all rows in one pass (as in
     memory): ``((missed, loss, active), patched U)``."""
@@ -416,8 +440,28 @@ def _missed_patch(static, point, radius, scale, smooth, olds, news, blocks):
     return counts, U
 
 
-def _rows_of(patched, chunk):
-    return patched[1][chunk[0]:chunk[1]].copy()
+@aligned_task
+def _rows_of(result, chunk):
+    """The chunk's rows of the ``U`` of ``result = (..., U)``."""
+    return result[1][chunk[0]:chunk[1]].copy()
+
+
+@aligned_task
+def _stream_prepare(static, point, rho):
+    return static[0].stream_prepare(point[0], rho)
+
+
+@aligned_task
+def _stream_lane(static, prepared, smooth, q):
+    return static[0].stream_lane(prepared, smooth, q)
+
+
+@aligned_task
+def _stream_finish(static, point, prepared, lanes):
+    """:meth:`_Problem.stream_finish`: ``((f, active triplets, active pairs, near
+    pairs), U)``."""
+    f, U, act, pairs, near = static[0].stream_finish(point[0], prepared, list(lanes))
+    return (f, act, pairs, near), U
 
 
 class DistributedProblem:
@@ -513,27 +557,37 @@ class DistributedProblem:
         slope along ``direction`` (a point, or None); ``U`` stays on the workers.
         One round trip."""
         if graph is None:
-            raise NotImplementedError(
-                "LMNN on a dask array: the impostor candidates exceed max_candidates, "
-                "and the streamed evaluation (which the in-memory fit falls back on) "
-                "is not distributed yet. Fit in memory, or reduce the overlap of the "
-                "classes (e.g. fewer features).")
-        shares = [self._submit(_chunk_loss, self.static, Z.future, part, chunk,
-                               self.mu, smooth)
-                  for part, chunk in zip(graph.parts, self.chunks)]
-        weights = self._submit(_gather_weights, self.serial, *shares)
-        U = _Rows([self._submit(_chunk_u, self.static, Z.future, weights, chunk)
-                   for chunk in self.chunks])
+            # no candidate graph: the in-memory streamed evaluation, its lanes as
+            # tasks
+            prepared = self._submit(_stream_prepare, self.static, Z.future,
+                                    self.stream_rho)
+            lanes = [self._submit(_stream_lane, self.static, prepared, smooth, q)
+                     for q in range(_STREAM_LANES)]
+            weights = self._submit(_stream_finish, self.static, Z.future, prepared,
+                                   lanes)
+            U = _Rows([self._submit(_rows_of, weights, chunk)
+                       for chunk in self.chunks])
+        else:
+            shares = [self._submit(_chunk_loss, self.static, Z.future, part, chunk,
+                                   self.mu, smooth)
+                      for part, chunk in zip(graph.parts, self.chunks)]
+            weights = self._submit(_gather_weights, self.serial, *shares)
+            U = _Rows([self._submit(_chunk_u, self.static, Z.future, weights, chunk)
+                       for chunk in self.chunks])
         wanted = [self._submit(operator.getitem, weights, 0)]
+        # (the serial trial kernel: graph evaluations of small problems)
+        serial = self.serial and graph is not None
         if direction is not None:
             # ⟨U, Z_P⟩: as the serial trial kernel, or as _Problem.inner
-            by_kernel = self.serial or direction.dtype == np.float32
-            whole = self.serial or self.n * self.r < _THREADED_ELEMS
+            by_kernel = serial or direction.dtype == np.float32
+            whole = serial or self.n * self.r < _THREADED_ELEMS
             wanted += [self._submit(_inner_part, a, b, by_kernel, direction.future,
                                     *self._blocks(U.parts, a, b))
                        for a, b in ([(0, self.n)] if whole else self.ranges)]
-        (f, act, n_pairs), *inner = self.client.gather(wanted)
-        inner = inner and (inner[0] if self.serial else float(sum(inner)))
+        (f, act, n_pairs, *near), *inner = self.client.gather(wanted)
+        if near:
+            self.stream_near = near[0]
+        inner = inner and (inner[0] if serial else float(sum(inner)))
         return (f, U, act, n_pairs), inner
 
     def grad(self, U, low_precision=False):

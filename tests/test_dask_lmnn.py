@@ -140,15 +140,20 @@ def test_bad_dask_input_is_refused_at_fit(client):
         LMNN().fit(da.from_array(X, chunks=(150, 5)), y)
 
 
-def test_more_candidates_than_the_budget_is_a_clear_error(client):
-    # (the in-memory solver streams then; the distributed one does not yet)
+def test_streamed_evaluations_equal_the_in_memory_ones(client):
+    # More candidates than max_candidates: the in-memory solver streams over
+    # blocks of distances, the distributed one runs the same lanes as tasks.
     from mahal._dask_cluster import DistributedPoints
     from mahal._lmnn_neighbors import select_target_neighbors
     from mahal._lmnn_solver import lmnn_solve
 
-    X, y = _classes()
+    X, y = _classes(seed=6)
     points = DistributedPoints(da.from_array(X, chunks=(300, 5)), client)
     targets = select_target_neighbors(points, y, 3)
     np.testing.assert_array_equal(targets, select_target_neighbors(X, y, 3))
-    with pytest.raises(NotImplementedError, match="exceed max_candidates"):
-        lmnn_solve(points, y, targets, np.eye(5), max_iter=5, max_candidates=10)
+    L0 = np.eye(3, 5)
+    ref = lmnn_solve(X, y, targets, L0, max_iter=6, max_candidates=100)
+    dist = lmnn_solve(points, y, targets, L0, max_iter=6, max_candidates=100)
+    assert ref[3]["n_streamed"] > 0 and dist[3]["n_streamed"] == ref[3]["n_streamed"]
+    assert dist[1] == ref[1]
+    np.testing.assert_array_equal(dist[0], ref[0])
