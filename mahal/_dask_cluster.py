@@ -24,8 +24,8 @@ from ._validation import _check_finite, check_classes, check_scale_value
 
 # A broadcast evaluation may use this fraction of the smallest worker's memory limit.
 BUDGET_FRACTION = 0.5
-# Arrays sit at addresses that are multiples of this many bytes in a task (see
-# aligned).
+# Arrays sit at addresses that are multiples of this many bytes in a task, at
+# least (see aligned).
 ALIGNMENT = 16
 
 
@@ -116,14 +116,16 @@ def check_budget(client, n, d, bytes_per_point):
 
 
 def aligned(value):
-    """``value`` with its arrays at addresses that are multiples of ``ALIGNMENT``
-    bytes, as NumPy allocates them (a misplaced array is copied): an array a task
-    receives from another worker may sit at any address, and compiled loops and
-    BLAS may then round differently, which would make results depend on where a
-    task ran. Looks inside tuples and lists, and into an object's attributes
-    (replaced in place)."""
+    """``value`` with its arrays placed in memory as NumPy places a new array: an
+    array a task receives from another worker is a view of the message's buffer,
+    at any address, and compiled loops and BLAS may round differently there, which
+    would make results depend on where a task ran; such arrays (and any not
+    aligned to ``ALIGNMENT`` bytes) are copied. Looks inside tuples and lists, and
+    into an object's attributes (replaced in place)."""
     if isinstance(value, np.ndarray):
-        return value if value.ctypes.data % ALIGNMENT == 0 else value.copy()
+        if value.flags.owndata and value.ctypes.data % ALIGNMENT == 0:
+            return value
+        return value.copy()
     if isinstance(value, (tuple, list)):
         return type(value)(aligned(v) for v in value)
     for name, attribute in getattr(value, "__dict__", {}).items():
