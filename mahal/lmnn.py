@@ -322,7 +322,9 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training points.
+            Training points; a row-chunked ``dask.array`` is fitted on the active
+            ``distributed`` cluster (see the user guide, "Larger than memory:
+            Dask").
         y : array-like of shape (n_samples,)
             Their class labels; a point's target neighbours are its nearest
             classmates.
