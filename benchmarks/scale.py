@@ -32,8 +32,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import _reset_hwm, _status_kib, measure  # noqa: E402
 

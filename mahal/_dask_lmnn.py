@@ -8,9 +8,9 @@ Imported only when ``fit`` receives a ``dask.array.Array``. With a
   :func:`bytes_per_point`); the initialisation (PCA, LDA, ...) runs there.
 - Target neighbours (:func:`select_target_neighbors_on_cluster`): one task per
   (row chunk × class) pair, each finding the nearest classmates of the chunk's
-  members of that class with the in-memory kernel
-  (:func:`mahal._lmnn_search_kernels.nearest_in_class`); the driver assembles the
-  ``n × k`` table (it is the fitted ``target_neighbors_``).
+  members of that class with the in-memory code
+  (:func:`mahal._lmnn_neighbors.class_targets`); the driver assembles the ``n × k``
+  table (it is the fitted ``target_neighbors_``).
 - The problem (:class:`mahal._lmnn_problem._Problem`: the centred points, labels,
   target neighbours) is built on a worker and replicated to every worker
   (*broadcast*: an impostor of a chunk's point may be any point of another class).
@@ -59,7 +59,8 @@ from . import _lmnn_dense
 from ._dask_cluster import aligned_task
 from ._dask_cluster import distribute_points as _distribute_points
 from ._lazy import lazy_module
-from ._lmnn_neighbors import _BLOCK_ELEMS, _SEARCH_BLOCK, _SMALL_SEARCH, _sq_norms
+from ._lmnn_neighbors import (_SEARCH_BLOCK, _SMALL_SEARCH, _sq_norms, class_targets,
+                              target_classes)
 from ._lmnn_problem import (_ROWS_PER_THREAD, _STREAM_LANES, _THREADED_ELEMS,
                             _THREADED_FLOPS, _Problem, _screens)
 from ._parallel import SERIAL
@@ -92,19 +93,7 @@ def distribute_points(estimator, X, y):
 
 @aligned_task
 def _class_targets(X, members, s, e, kc, kk):
-    """Target neighbours of the class members at positions ``s ≤ a < e`` of
-    ``members`` (the class's points, by index): the in-memory blocks of
-    :func:`mahal._lmnn_neighbors.select_target_neighbors`, as indices into ``X``."""
-    Xc = np.asarray(X, dtype=np.float64)[members]
-    Xm = Xc - Xc.mean(axis=0)
-    nc = _sq_norms(Xm)
-    out = np.empty((e - s, kc), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMS // members.shape[0])
-    for a in range(s, e, step):
-        b = min(a + step, e)
-        search_kernels.nearest_in_class(Xc, Xm[a:b] @ Xm.T, nc, a, kk, kc,
-                                        out[a - s:b - s])
-    return members[out]
+    return class_targets(X, members, s, e, kc, kk)
 
 
 def select_target_neighbors_on_cluster(points, y, n_neighbors):
@@ -124,13 +113,7 @@ def select_target_neighbors_on_cluster(points, y, n_neighbors):
     client = points.client
     targets = np.full((y.shape[0], n_neighbors), -1, dtype=np.int64)
     jobs = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        m = members.shape[0]
-        kc = min(n_neighbors, m - 1)
-        if kc < 1:
-            continue
-        kk = min(m - 1, kc + 4)
+    for members, kc, kk in target_classes(y, n_neighbors):
         for r0, r1 in points.chunks():
             s, e = (int(v) for v in np.searchsorted(members, [r0, r1]))
             if e > s:

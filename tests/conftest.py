@@ -1,5 +1,8 @@
 """Fixtures shared by several test modules."""
 
+import os
+import signal
+
 import pytest
 
 
@@ -12,3 +15,25 @@ def client():
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster) as c:
             yield c
+
+
+@pytest.fixture
+def worker_killer(client):
+    """``worker_killer(n)``: a ``callback(L, n_iter)`` for ``fit`` that kills one
+    worker process of ``client``'s cluster (SIGKILL; its nanny starts another) after
+    iteration ``n``, and lists in its ``killed`` when it did. The test ends when the
+    cluster has its 2 workers again."""
+    pids = client.run(os.getpid)
+    victim = pids[sorted(pids)[0]]
+
+    def killer(at):
+        def kill(L, n_iter):
+            if n_iter == at:
+                os.kill(victim, signal.SIGKILL)
+                kill.killed.append(n_iter)
+
+        kill.killed = []
+        return kill
+
+    yield killer
+    client.wait_for_workers(2, timeout=30)

@@ -1,9 +1,8 @@
-"""Dask arrays: NCA and MLKR fitted on a ``distributed.LocalCluster`` (2 worker
-processes: the ``client`` fixture of conftest.py) against the in-memory fit, and
-``transform`` / ``pair_distance`` of dask arrays, lazily, against NumPy's."""
+"""Dask arrays: NCA and MLKR (LMNN: test_dask_lmnn.py) fitted on a
+``distributed.LocalCluster`` (2 worker processes: the ``client`` fixture of
+conftest.py) against the in-memory fit, and ``transform`` / ``pair_distance`` of
+dask arrays, lazily, against NumPy's."""
 
-import os
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 da = pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 
-from mahal import MLKR, NCA  # noqa: E402
+from mahal import LMNN, MLKR, NCA  # noqa: E402
 from mahal._nca_solver import nca_problem  # noqa: E402
 from mahal._softmax_blocks import chunk_ranges  # noqa: E402
 
@@ -95,14 +94,15 @@ def test_mlkr_on_the_cluster_equals_the_in_memory_fit(client):
     _assert_same_fit(dist, ref)
 
 
-def test_without_a_client_the_default_scheduler_computes_x(monkeypatch):
+@pytest.mark.parametrize("learner", [NCA, LMNN])
+def test_without_a_client_the_default_scheduler_computes_x(monkeypatch, learner):
     from mahal import _dask_cluster
 
     monkeypatch.setattr(_dask_cluster, "active_client", lambda: None)
     X, y = _classes(seed=4)
-    ref = NCA(n_components=2, max_iter=20).fit(X, y)
-    dist = NCA(n_components=2, max_iter=20).fit(da.from_array(X, chunks=(50, 5)),
-                                                da.from_array(y, chunks=50))
+    ref = learner(n_components=2, max_iter=20).fit(X, y)
+    dist = learner(n_components=2, max_iter=20).fit(da.from_array(X, chunks=(50, 5)),
+                                                    da.from_array(y, chunks=50))
     np.testing.assert_array_equal(dist.components_, ref.components_)
     assert dist.n_iter_ == ref.n_iter_
 
@@ -192,25 +192,16 @@ def test_the_core_install_does_not_import_dask():
     assert out == "False"
 
 
-def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client):
+def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client, worker_killer):
     # Kill one worker process (the nanny starts another) after the third iteration:
     # the lost shares (and the per-row shifts they carry) are recomputed by dask
     # from their inputs, so the fit ends exactly where it ends without the kill.
     X, y = _classes(seed=5)
     Xd = da.from_array(X, chunks=(60, 5))
     undisturbed = NCA(n_components=3, init="pca").fit(Xd, y)
-    pids = client.run(os.getpid)
-    victim = sorted(pids)[0]
-    killed = []
-
-    def kill(L, n_iter):
-        if n_iter == 3:
-            os.kill(pids[victim], signal.SIGKILL)
-            killed.append(n_iter)
-
+    kill = worker_killer(3)
     disturbed = NCA(n_components=3, init="pca", callback=kill).fit(Xd, y)
-    assert killed == [3]
+    assert kill.killed == [3]
     assert disturbed.n_iter_ == undisturbed.n_iter_ > 3
     np.testing.assert_array_equal(disturbed.components_, undisturbed.components_)
     assert disturbed.objective_ == undisturbed.objective_
-    client.wait_for_workers(2, timeout=30)

@@ -5,9 +5,6 @@ The distributed evaluation forms every sum as the in-memory one does, so the fit
 are compared for equality (a fit equal only to rounding would not do: LMNN's line
 searches on the exact hinge amplify rounding into different iterates)."""
 
-import os
-import signal
-
 import numpy as np
 import pytest
 
@@ -90,38 +87,18 @@ def test_small_problems_are_fitted_by_the_in_memory_dense_path(client):
     np.testing.assert_array_equal(dist.components_, ref.components_)
 
 
-def test_without_a_client_the_default_scheduler_computes_x(monkeypatch):
-    from mahal import _dask_cluster
-
-    monkeypatch.setattr(_dask_cluster, "active_client", lambda: None)
-    X, y = _classes(seed=4)
-    ref = LMNN(n_components=2, max_iter=5).fit(X, y)
-    dist = LMNN(n_components=2, max_iter=5).fit(da.from_array(X, chunks=(100, 5)),
-                                                da.from_array(y, chunks=100))
-    np.testing.assert_array_equal(dist.components_, ref.components_)
-
-
-def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client):
+def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client, worker_killer):
     # Kill one worker process (the nanny starts another) after the second
     # iteration: the candidates, U and points it held are recomputed by dask from
     # their inputs, so the fit ends exactly where it ends without the kill.
     X, y = _classes(seed=5)
     Xd = da.from_array(X, chunks=(150, 5))
     undisturbed = LMNN(n_components=3, init="pca", max_iter=6).fit(Xd, y)
-    pids = client.run(os.getpid)
-    victim = sorted(pids)[0]
-    killed = []
-
-    def kill(L, n_iter):
-        if n_iter == 2:
-            os.kill(pids[victim], signal.SIGKILL)
-            killed.append(n_iter)
-
+    kill = worker_killer(2)
     disturbed = LMNN(n_components=3, init="pca", max_iter=6, callback=kill).fit(Xd, y)
-    assert killed == [2]
+    assert kill.killed == [2]
     assert disturbed.n_iter_ == undisturbed.n_iter_ == 6
     np.testing.assert_array_equal(disturbed.components_, undisturbed.components_)
-    client.wait_for_workers(2, timeout=30)
 
 
 def test_bad_dask_input_is_refused_at_fit(client):
