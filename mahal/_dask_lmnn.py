@@ -27,7 +27,11 @@ Imported only when ``fit`` receives a ``dask.array.Array``. With a
   directed candidate pairs by the in-memory kernel
   (:func:`mahal._lmnn_search_kernels.scan_block`); a task per chunk groups them
   into the chunk's CSR, which stays on the workers until the next search. Each
-  row's candidates come in the in-memory order (by class, then index).
+  row's candidates come in the in-memory order (by class, then index). Unless the
+  last search found at most half the budget (``max_candidates``), the pairs are
+  counted first, in a pass that keeps none, and stored only if they fit it (the
+  in-memory search stops as soon as it exceeds the budget): such a search costs two
+  passes, and the workers never hold more candidates than about the budget.
 - An evaluation is a task per chunk running the in-memory loss kernel
   (:func:`mahal._lmnn_kernels.loss_weights`) on the chunk's rows, one task
   gathering the rows' losses and pair weights (``O(n k + active pairs)``, never
@@ -249,18 +253,16 @@ def _scaled(radius, scale):
 
 
 @aligned_task
-def _search_block(static, point, chunk, c, radius, scale, low_precision):
+def _search_block(static, point, chunk, c, radius, scale, low_precision, count_only):
     """Directed candidates ``i → l``: ``i`` a point of the chunk not of class
     ``c``, ``l`` of class ``c``, ``‖z_i − z_l‖² < rho2[i]``; in blocks of at most
-    ``_SEARCH_BLOCK`` products."""
+    ``_SEARCH_BLOCK`` products. With ``count_only``, their number (nothing kept
+    beyond a block)."""
     problem, members = static
     Z = point[0]
     r0, r1 = chunk
     rows = r0 + np.flatnonzero(problem.y[r0:r1] != c)
     cols = members[c]
-    empty = np.zeros(0, dtype=np.int64)
-    if rows.shape[0] == 0:
-        return empty, empty
     Zr, Zc = Z[rows], Z[cols]
     norm_rows, norm_cols = _sq_norms(Zr), _sq_norms(Zc)
     rho2 = _scaled(radius, scale)[rows]
@@ -268,12 +270,19 @@ def _search_block(static, point, chunk, c, radius, scale, low_precision):
     if low_precision:
         Zr, Zc = Zr.astype(np.float32), Zc.astype(np.float32)
     step = max(64, _SEARCH_BLOCK // cols.shape[0])
-    found = [search_kernels.scan_block(Zr[s:s + step] @ Zc.T, norm_rows[s:s + step],
-                                       norm_cols, rows[s:s + step], cols,
-                                       rho2[s:s + step], never)
-             for s in range(0, rows.shape[0], step)]
-    return (np.concatenate([f[0] for f in found]),
-            np.concatenate([f[1] for f in found]))
+    found, count = [], 0
+    for s in range(0, rows.shape[0], step):
+        pairs = search_kernels.scan_block(Zr[s:s + step] @ Zc.T, norm_rows[s:s + step],
+                                          norm_cols, rows[s:s + step], cols,
+                                          rho2[s:s + step], never)
+        count += pairs[0].shape[0]
+        if not count_only:
+            found.append(pairs)
+    if count_only:
+        return count
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate([f[0] for f in found] + [empty]),
+            np.concatenate([f[1] for f in found] + [empty]))
 
 
 @aligned_task
@@ -489,6 +498,7 @@ class DistributedProblem:
         client.replicate([self.static])  # (every worker evaluates chunks of it)
         self.stream_rho = 1.0
         self.stream_near = 0
+        self.last_size = None  # candidates the last search stored (None: too many)
 
     def _submit(self, fn, *args):
         return self.client.submit(fn, *args, pure=False)
@@ -520,13 +530,30 @@ class DistributedProblem:
         # (as find_impostors: one float64 pass, candidates by index, for small
         # problems)
         small = self.n * self.n * self.Xc.shape[1] <= _SMALL_SEARCH
-        parts = [self._submit(_chunk_graph, chunk, small, *[
-            self._submit(_search_block, self.static, Z.future, chunk, c, rho2.future,
-                         rho2.scale, low_precision and not small)
-            for c in range(self.n_classes)]) for chunk in self.chunks]
+        low_precision = low_precision and not small
+
+        def blocks(chunk, count_only):
+            return [self._submit(_search_block, self.static, Z.future, chunk, c,
+                                 rho2.future, rho2.scale, low_precision, count_only)
+                    for c in range(self.n_classes)]
+
+        if max_pairs is not None and (self.last_size is None
+                                      or self.last_size > max_pairs // 2):
+            # counted first, so that the workers do not store more than the
+            # budget (the in-memory search stops as soon as it is exceeded),
+            # unless the last search found well within it
+            self.last_size = sum(self.client.gather([
+                b for chunk in self.chunks for b in blocks(chunk, True)]))
+            if self.last_size > max_pairs:
+                self.last_size = None
+                return None
+        parts = [self._submit(_chunk_graph, chunk, small, *blocks(chunk, False))
+                 for chunk in self.chunks]
         size = sum(self.client.gather([self._submit(_graph_size, p) for p in parts]))
         if max_pairs is not None and size > max_pairs:
+            self.last_size = None
             return None
+        self.last_size = size
         graph = _Graph(parts, size)
         return graph, graph  # (the oracle's indptr and indices)
 
