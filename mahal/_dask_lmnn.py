@@ -35,18 +35,25 @@ Imported only when ``fit`` receives a ``dask.array.Array``. With a
 - An evaluation is a task per chunk running the in-memory loss kernel
   (:func:`mahal._lmnn_kernels.loss_weights`) on the chunk's rows, one task
   gathering the rows' losses and pair weights (``O(n k + active pairs)``, never
-  ``n × n``: the loss is their sum, as in memory), and a task per chunk forming
-  its rows of ``U`` with :func:`mahal._lmnn_kernels.laplacian_dot`; the
-  gradient's ``r × d`` per-chunk shares are summed in a fixed binary tree
-  (:func:`mahal._dask_cluster.tree_sum`). The impostors a search finds that the
-  old candidates missed are added per chunk (:func:`mahal._lmnn_kernels.add_missed`).
+  ``n × n``), and a task per chunk forming its rows of ``U`` with
+  :func:`mahal._lmnn_kernels.laplacian_dot`; the gradient ``2 Uᵀ X`` and the
+  line search's slope ``2 ⟨U, X Pᵀ⟩`` are ``r × d`` and scalar shares of tasks
+  over row ranges.
+- Every sum over rows (the loss, the gradient's and the slope's shares, the
+  impostors a search finds that the old candidates missed,
+  :func:`mahal._lmnn_kernels.add_missed`) is formed over the pieces and in the
+  order the in-memory problem forms it (the whole array below its threading
+  thresholds, else :meth:`mahal._parallel.RowChunkPool.ranges`, which do not
+  depend on the thread count), not in a tree over ``X``'s chunks: each evaluation
+  then equals the in-memory one to the bit, and so does the fit (see
+  :class:`DistributedProblem` for why rounding would not do). The row-wise work
+  follows ``X``'s chunks, whose sizes change no result.
 
 Every task is a function of its inputs, so a worker lost in the middle of a fit
 loses only results that dask recomputes from them: the fit ends where it would
-have. Results equal the in-memory fit's to rounding (row chunks sum in another
-order); problems small enough for the in-memory dense path
+have. Problems small enough for the in-memory dense path
 (:func:`mahal._lmnn_dense.use_dense`, at most 500 points) are gathered to the
-driver and fitted there, so that they equal it exactly.
+driver and fitted there.
 
 Where the impostor candidates exceed ``max_candidates`` (classes that overlap
 heavily), the in-memory solver streams over blocks of distances instead

@@ -186,6 +186,7 @@ def test_the_core_install_does_not_import_dask():
             "m = NCA(max_iter=5).fit(X, y); m.transform(X)\n"
             "m.pair_distance(np.stack([X[:30], X[30:]], axis=1))\n"
             "MLKR(max_iter=5).fit(X, X[:, 0])\n"
+            "from mahal import LMNN\nLMNN(max_iter=5).fit(X, y)\n"
             "print(any(k.split('.')[0] in ('dask', 'distributed') for k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
