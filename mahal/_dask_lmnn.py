@@ -260,31 +260,34 @@ def _scaled(radius, scale):
 
 
 @aligned_task
-def _search_block(static, point, chunk, c, radius, scale, low_precision, count_only):
-    """Directed candidates ``i → l``: ``i`` a point of the chunk not of class
-    ``c``, ``l`` of class ``c``, ``‖z_i − z_l‖² < rho2[i]``; in blocks of at most
-    ``_SEARCH_BLOCK`` products. With ``count_only``, their number (nothing kept
-    beyond a block)."""
+def _search_block(static, point, chunk, classes, radius, scale, low_precision,
+                  count_only):
+    """Directed candidates ``i → l``: ``i`` a point of the chunk, ``l`` of one of
+    the ``classes`` other than ``i``'s, ``‖z_i − z_l‖² < rho2[i]``; class by class,
+    in blocks of at most ``_SEARCH_BLOCK`` products. With ``count_only``, their
+    number (nothing kept beyond a block)."""
     problem, members = static
     Z = point[0]
     r0, r1 = chunk
-    rows = r0 + np.flatnonzero(problem.y[r0:r1] != c)
-    cols = members[c]
-    Zr, Zc = Z[rows], Z[cols]
-    norm_rows, norm_cols = _sq_norms(Zr), _sq_norms(Zc)
-    rho2 = _scaled(radius, scale)[rows]
-    never = np.full(cols.shape[0], -np.inf)  # (the columns' own pairs: their tasks)
-    if low_precision:
-        Zr, Zc = Zr.astype(np.float32), Zc.astype(np.float32)
-    step = max(64, _SEARCH_BLOCK // cols.shape[0])
+    rho2 = _scaled(radius, scale)
     found, count = [], 0
-    for s in range(0, rows.shape[0], step):
-        pairs = search_kernels.scan_block(Zr[s:s + step] @ Zc.T, norm_rows[s:s + step],
-                                          norm_cols, rows[s:s + step], cols,
-                                          rho2[s:s + step], never)
-        count += pairs[0].shape[0]
-        if not count_only:
-            found.append(pairs)
+    for c in classes:
+        rows = r0 + np.flatnonzero(problem.y[r0:r1] != c)
+        cols = members[c]
+        Zr, Zc = Z[rows], Z[cols]
+        norm_rows, norm_cols = _sq_norms(Zr), _sq_norms(Zc)
+        rho_rows = rho2[rows]
+        never = np.full(cols.shape[0], -np.inf)  # (the columns' pairs: their tasks)
+        if low_precision:
+            Zr, Zc = Zr.astype(np.float32), Zc.astype(np.float32)
+        step = max(64, _SEARCH_BLOCK // cols.shape[0])
+        for s in range(0, rows.shape[0], step):
+            pairs = search_kernels.scan_block(
+                Zr[s:s + step] @ Zc.T, norm_rows[s:s + step], norm_cols,
+                rows[s:s + step], cols, rho_rows[s:s + step], never)
+            count += pairs[0].shape[0]
+            if not count_only:
+                found.append(pairs)
     if count_only:
         return count
     empty = np.zeros(0, dtype=np.int64)
@@ -463,6 +466,19 @@ def _stream_finish(static, point, prepared, lanes):
     return (f, act, pairs, near), U
 
 
+def _class_blocks(sizes, n, share=1 / 16):
+    """Consecutive classes grouped into blocks of at least ``share · n`` points
+    (or a class alone): a search runs a task per (row chunk × class block)."""
+    blocks, block, size = [], [], 0
+    for c, m in enumerate(sizes):
+        block.append(c)
+        size += m
+        if size >= share * n:
+            blocks.append(block)
+            block, size = [], 0
+    return blocks + [block] if block else blocks
+
+
 class DistributedProblem:
     """What :class:`mahal._lmnn_solver._LossOracle` calls on an in-memory
     :class:`mahal._lmnn_problem._Problem`, with everything of size ``n`` held on
@@ -499,7 +515,7 @@ class DistributedProblem:
         # this size, else sums over these row ranges
         self.serial = n < 2 * _ROWS_PER_THREAD
         self.ranges = SERIAL.ranges(n)
-        self.n_classes = int(y.max()) + 1
+        self.class_blocks = _class_blocks(np.bincount(y), self.n)
         self.static = client.submit(_build, points.points, np.asarray(y, np.int64),
                                     self.target_neighbors, self.mu, pure=False)
         client.replicate([self.static])  # (every worker evaluates chunks of it)
@@ -540,9 +556,9 @@ class DistributedProblem:
         low_precision = low_precision and not small
 
         def blocks(chunk, count_only):
-            return [self._submit(_search_block, self.static, Z.future, chunk, c,
+            return [self._submit(_search_block, self.static, Z.future, chunk, block,
                                  rho2.future, rho2.scale, low_precision, count_only)
-                    for c in range(self.n_classes)]
+                    for block in self.class_blocks]
 
         if max_pairs is not None and (self.last_size is None
                                       or self.last_size > max_pairs // 2):

@@ -65,6 +65,21 @@ def test_lmnn_chunkings_give_the_in_memory_fit(client, chunks):
     _assert_same_fit(dist, ref, X, y)
 
 
+def test_many_classes_searched_in_class_blocks(client):
+    # 20 classes of about 30 points: a search task takes several classes (blocks of
+    # at least n / 16 points), each row's candidates still in the in-memory order
+    from mahal._dask_lmnn import _class_blocks
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 20, 600)
+    X = rng.normal(size=(600, 5)) + 0.7 * rng.normal(size=(20, 5))[y]
+    assert max(len(b) for b in _class_blocks(np.bincount(y), 600)) > 1
+    ref = LMNN(n_components=4, init="pca", max_iter=10).fit(X, y)
+    dist = LMNN(n_components=4, init="pca", max_iter=10).fit(
+        da.from_array(X, chunks=(250, 5)), y)
+    _assert_same_fit(dist, ref, X, y)
+
+
 def test_lmnn_dask_labels_two_passes_and_lda_init(client):
     # y a dask array of strings; the second pass selects target neighbours in the
     # learned space on the cluster
