@@ -226,26 +226,19 @@ def _transform(static, L, low_precision):
     return static[0].transform(L, low_precision=low_precision), None
 
 
-def _aux_buffers(Z):
-    """Room for ``Z``'s screening inputs (as :meth:`_Problem.aux_buffers`)."""
-    n, r = Z.shape
-    return (np.empty((n, r) if _screens(r) else (1, 1), dtype=np.float32),
-            np.empty(n))
-
-
 @aligned_task
-def _with_aux(point):
+def _with_aux(static, point):
     Z = point[0]
-    Z32, norms = aux = _aux_buffers(Z)
+    Z32, norms = aux = static[0].aux_buffers(Z.shape[1])
     kernels.point_aux(Z, Z32, norms, _screens(Z.shape[1]), 0, Z.shape[0])
     return Z, aux
 
 
 @aligned_task
-def _step(point, direction, alpha):
+def _step(static, point, direction, alpha):
     Z, ZP = point[0], direction[0]
     out = np.empty_like(Z)
-    Z32, norms = aux = _aux_buffers(Z)
+    Z32, norms = aux = static[0].aux_buffers(Z.shape[1])
     kernels.step(Z, ZP, alpha, out, Z32, norms, _screens(Z.shape[1]), 0, Z.shape[0])
     return out, aux
 
@@ -582,7 +575,7 @@ class DistributedProblem:
 
     def weights(self, Z, indptr, indices, smooth, aux=None):
         if not Z.has_aux:
-            Z.future, Z.has_aux = self._submit(_with_aux, Z.future), True
+            Z.future, Z.has_aux = self._submit(_with_aux, self.static, Z.future), True
         return self._evaluate(Z, indptr, smooth, None)[0]
 
     def _evaluate(self, Z, graph, smooth, direction):
@@ -631,7 +624,8 @@ class DistributedProblem:
         return self._submit(_grad_whole if whole else _grad_sum, *parts).result()
 
     def trial(self, Z, ZP, alpha, out, aux, indptr, indices, smooth):
-        out.future, out.has_aux = self._submit(_step, Z.future, ZP.future, alpha), True
+        out.future = self._submit(_step, self.static, Z.future, ZP.future, alpha)
+        out.has_aux = True
         evaluation, inner = self._evaluate(out, indptr, smooth, ZP)
         return evaluation, 2.0 * inner
 
