@@ -1,8 +1,10 @@
-"""NCA in memory and on a dask ``LocalCluster`` of this machine's cores, at growing n.
+"""NCA and LMNN in memory and on a dask ``LocalCluster`` of this machine's cores, at
+growing n.
 
 For each n of ``--sizes``: ``make_classification(n, 50 features, 10 informative,
-10 classes, random_state=0)``, standardised; ``NCA(n_components=--n-components,
-init='pca', max_iter=--max-iter, tol=0)`` (every fit runs ``max_iter`` iterations):
+10 classes, random_state=0)``, standardised; for each learner of ``--learners``,
+``NCA`` or ``LMNN`` with ``n_components=--n-components, init='pca',
+max_iter=--max-iter, tol=0`` (every fit runs ``max_iter`` iterations):
 
 - in memory, ``n_jobs=2`` (both cores), in this process;
 - on ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``, ``X`` a
@@ -15,12 +17,13 @@ initialisation excluded, shown apart as *setup*), the peak memory (in memory: th
 process's peak RSS during ``fit`` above its RSS before; on the cluster: the largest
 worker's peak RSS during ``fit`` above its RSS before, and the driver's), the ratio of
 the cluster's time per iteration to the in-memory one, and the relative difference
-of the objectives (the two fits follow the same iterates to rounding).
+of the objectives (NCA's two fits follow the same iterates to rounding, LMNN's to
+the bit).
 
 Usage::
 
     PYTHONPATH=. python benchmarks/scale.py [--sizes 10000 100000] [--max-iter 3]
-        [--n-components 10] [--chunks 8]
+        [--n-components 10] [--chunks 8] [--learners nca lmnn]
 """
 
 import argparse
@@ -28,8 +31,6 @@ import os
 import sys
 import time
 import warnings
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import _reset_hwm, _status_kib, measure  # noqa: E402
@@ -70,48 +71,75 @@ def _worker_peak():
     return _status_kib("VmHWM")
 
 
-def run(sizes, max_iter, n_components, n_chunks):
+def _objective(learner, est, X, y):
+    """The fitted learner's objective on ``(X, y)``."""
+    if learner == "nca":
+        return est.objective_
+    from mahal._lmnn_problem import lmnn_loss_grad
+
+    return lmnn_loss_grad(est.components_, X, y, est.target_neighbors_)[0]
+
+
+def _warm_up(learner):
+    """Imports, and for LMNN the numba kernels loaded from their cache (a small
+    fit), outside the timed fits."""
+    if learner == "lmnn":
+        from mahal import LMNN
+
+        X, y = _data(600)
+        LMNN(n_components=3, max_iter=2).fit(X, y)
+    else:
+        __import__("mahal.nca")
+
+
+def run(sizes, max_iter, n_components, n_chunks, learners=("nca", "lmnn")):
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from mahal import NCA
+    from mahal import LMNN, NCA
 
-    def make(n_jobs):
-        return lambda cb: NCA(n_components=n_components, init="pca",
+    def make(learner, n_jobs):
+        cls = NCA if learner == "nca" else LMNN
+        return lambda cb: cls(n_components=n_components, init="pca",
                               max_iter=max_iter, tol=0, n_jobs=n_jobs, callback=cb)
 
     rows = []
-    for n in sizes:
-        X, y = _data(n)
-        mem, mem_it, mem_setup, mem_total, mem_peak = _timed_fit(make(2), X, y)
-        rows.append((n, "in memory (2 threads)", mem_it, mem_setup, mem_peak, None,
-                     1.0, 0.0))
-        print(rows[-1], flush=True)
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
-            client.run(lambda: __import__("mahal.nca"))  # (imports outside the fit)
-            Xd = da.from_array(X, chunks=(-(-n // n_chunks), 50))
-            before = client.run(_worker_reset)
-            dist, it, setup, total, driver_peak = _timed_fit(make(None), Xd, y)
-            after = client.run(_worker_peak)
-            worker_peak = max(after[w] - before[w] for w in after) * 1024
-        rel = abs(dist.objective_ - mem.objective_) / abs(mem.objective_)
-        rows.append((n, "LocalCluster (2 workers)", it, setup, worker_peak,
-                     driver_peak, it / mem_it, rel))
-        print(rows[-1], flush=True)
+    for learner in learners:
+        _warm_up(learner)
+        for n in sizes:
+            X, y = _data(n)
+            mem, mem_it, mem_setup, mem_total, mem_peak = _timed_fit(
+                make(learner, 2), X, y)
+            rows.append((learner.upper(), n, "in memory (2 threads)", mem_it,
+                         mem_setup, mem_peak, None, 1.0, 0.0))
+            print(rows[-1], flush=True)
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, \
+                    Client(cluster) as client:
+                client.run(_warm_up, learner)  # (outside the fit)
+                Xd = da.from_array(X, chunks=(-(-n // n_chunks), 50))
+                before = client.run(_worker_reset)
+                dist, it, setup, total, driver_peak = _timed_fit(
+                    make(learner, None), Xd, y)
+                after = client.run(_worker_peak)
+                worker_peak = max(after[w] - before[w] for w in after) * 1024
+            f_mem = _objective(learner, mem, X, y)
+            rel = abs(_objective(learner, dist, X, y) - f_mem) / abs(f_mem)
+            rows.append((learner.upper(), n, "LocalCluster (2 workers)", it, setup,
+                         worker_peak, driver_peak, it / mem_it, rel))
+            print(rows[-1], flush=True)
+    rule = ("=======  =========  ========================  ==========  =========  "
+            "==============  ===========  =======  =============")
     print()
-    print("=========  ========================  ==========  =========  ==============  "
-          "===========  =======  =============")
-    print("n          mode                      s / iter    setup (s)  peak / worker   "
-          "driver peak  ratio    objective Δ")
-    print("=========  ========================  ==========  =========  ==============  "
-          "===========  =======  =============")
-    for n, mode, it, setup, peak, driver, ratio, rel in rows:
+    print(rule)
+    print("learner  n          mode                      s / iter    setup (s)  "
+          "peak / worker   driver peak  ratio    objective Δ")
+    print(rule)
+    for learner, n, mode, it, setup, peak, driver, ratio, rel in rows:
         driver = "" if driver is None else f"{driver / 2**20:.0f} MiB"
-        print(f"{n:<9}  {mode:<24}  {it:<10.3g}  {setup:<9.2f}  "
+        print(f"{learner:<7}  {n:<9}  {mode:<24}  {it:<10.3g}  {setup:<9.2f}  "
               f"{peak / 2**20:<9.0f} MiB   {driver:<11}  {ratio:<7.2f}  {rel:.1e}")
-    print("=========  ========================  ==========  =========  ==============  "
-          "===========  =======  =============")
+    print(rule)
 
 
 def main():
@@ -120,8 +148,10 @@ def main():
     parser.add_argument("--max-iter", type=int, default=3)
     parser.add_argument("--n-components", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--learners", nargs="+", choices=["nca", "lmnn"],
+                        default=["nca", "lmnn"])
     args = parser.parse_args()
-    run(args.sizes, args.max_iter, args.n_components, args.chunks)
+    run(args.sizes, args.max_iter, args.n_components, args.chunks, args.learners)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def select_target_neighbors(X, y, n_neighbors):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray of shape (n_samples, n_features) or DistributedPoints
+        (a :class:`mahal._dask_cluster.DistributedPoints`: searched on the cluster,
+        :mod:`mahal._dask_lmnn`)
     y : ndarray of shape (n_samples,), int labels
     n_neighbors : int
 
@@ -38,31 +40,45 @@ def select_target_neighbors(X, y, n_neighbors):
         Indices; a point whose class has ``m ≤ n_neighbors`` members gets its ``m − 1``
         classmates and ``−1`` in the remaining columns.
     """
+    if hasattr(X, "client"):  # X on a dask cluster
+        from ._dask_lmnn import select_target_neighbors_on_cluster
+
+        return select_target_neighbors_on_cluster(X, y, n_neighbors)
     X = np.asarray(X, dtype=np.float64)
     targets = _lmnn_dense.select_target_neighbors(X, y, n_neighbors)  # (small)
     if targets is not None:
         return targets
-    n = X.shape[0]
-    targets = np.full((n, n_neighbors), -1, dtype=np.int64)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        m = idx.shape[0]
-        kc = min(n_neighbors, m - 1)
-        if kc < 1:
-            continue
-        Xc = X[idx]
-        # a few spare candidates from the Gram-trick distances of the centred
-        # points, then ranked by exact distances (ties: lower index first)
-        Xm = Xc - Xc.mean(axis=0)
-        nc = _sq_norms(Xm)
-        kk = min(m - 1, kc + 4)
-        out = np.empty((m, kc), dtype=np.int64)
-        step = max(1, _BLOCK_ELEMS // m)
-        for s in range(0, m, step):
-            e = min(s + step, m)
-            kernels.nearest_in_class(Xc, Xm[s:e] @ Xm.T, nc, s, kk, kc, out[s:e])
-        targets[idx, :kc] = idx[out]
+    targets = np.full((X.shape[0], n_neighbors), -1, dtype=np.int64)
+    for members, kc, kk in target_classes(y, n_neighbors):
+        targets[members, :kc] = class_targets(X, members, 0, members.shape[0], kc, kk)
     return targets
+
+
+def target_classes(y, n_neighbors):
+    """``(members, kc, kk)`` of every class with target neighbours: its points (by
+    index), their number of target neighbours and of candidates ranked."""
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        m = members.shape[0]
+        kc = min(n_neighbors, m - 1)
+        if kc >= 1:
+            yield members, kc, min(m - 1, kc + 4)
+
+
+def class_targets(X, members, s, e, kc, kk):
+    """Target neighbours (indices into ``X``) of the class members at positions
+    ``s ≤ a < e`` of ``members`` (one class's points): ``kk`` candidates from the
+    Gram-trick distances of the class's centred points (blocks of rows), then ranked
+    by exact distances (ties: lower index first; :func:`kernels.nearest_in_class`)."""
+    Xc = np.asarray(X, dtype=np.float64)[members]
+    Xm = Xc - Xc.mean(axis=0)
+    nc = _sq_norms(Xm)
+    out = np.empty((e - s, kc), dtype=np.int64)
+    step = max(1, _BLOCK_ELEMS // members.shape[0])
+    for a in range(s, e, step):
+        b = min(a + step, e)
+        kernels.nearest_in_class(Xc, Xm[a:b] @ Xm.T, nc, a, kk, kc, out[a - s:b - s])
+    return members[out]
 
 
 def _sq_norms(Z):

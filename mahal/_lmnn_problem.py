@@ -114,6 +114,17 @@ class _Problem:
             return None
         return _to_csr(res[0], res[1], self.n)
 
+    @staticmethod
+    def empty_like(Z):
+        """Room for a point of the line search (a trial point)."""
+        return np.empty_like(Z)
+
+    def add_missed(self, old_ptr, old_idx, new_ptr, new_idx, Z, radius, smooth, U,
+                   patch):
+        """:func:`kernels.add_missed` for this problem's target neighbours."""
+        return kernels.add_missed(old_ptr, old_idx, new_ptr, new_idx, Z, radius,
+                                  self.target_neighbors, self.mu, smooth, U, patch)
+
     def _rows(self, fn, size):
         """``[fn(r0, r1), ...]`` over all rows: one piece for fewer than
         ``_THREADED_ELEMS`` elements (``size``), else one call per row chunk."""
@@ -212,9 +223,21 @@ class _Problem:
         does not grow with the number of impostors: ``O(n (k + r))`` per lane and a
         block per thread. Sets ``self.stream_near``: the number of directed pairs
         within ``self.stream_rho`` times the squared margin radii (the size of the
-        candidate graph that a search with that enlargement would store)."""
-        n, k = self.target_neighbors.shape
+        candidate graph that a search with that enlargement would store).
+
+        In three steps, which :mod:`mahal._dask_lmnn` runs as tasks:
+        :meth:`stream_prepare`, :meth:`stream_lane` for each of the
+        ``_STREAM_LANES`` lanes, :meth:`stream_finish`."""
+        prepared = self.stream_prepare(Z, self.stream_rho)
+        lanes = self.pool.map(lambda q: self.stream_lane(prepared, smooth, q),
+                              range(_STREAM_LANES))
+        f, U, act, pairs, self.stream_near = self.stream_finish(Z, prepared, lanes)
+        return f, U, act, pairs
+
+    def _stream_tasks(self):
+        """The class order and the row tasks of :meth:`stream` (made once)."""
         if self._sorted is None:
+            n = self.n
             # points in class order; a task is a block of rows of class c against
             # the (contiguous) points of the classes after c, so each pair of
             # points of different classes is visited once
@@ -233,56 +256,69 @@ class _Problem:
                                       inverse[np.maximum(targets_sorted, 0)], -1)
             self._sorted = (order, inverse, np.ascontiguousarray(targets_sorted),
                             tasks)
-        order, inverse, targets_sorted, tasks = self._sorted
+        return self._sorted
+
+    def stream_prepare(self, Z, rho):
+        """The points in class order, their squared norms, target distances and
+        margin radii, and the radii enlarged by ``rho`` (the inputs of the lanes)."""
+        n, k = self.target_neighbors.shape
+        order, _, targets_sorted, _ = self._stream_tasks()
         Zs = np.ascontiguousarray(Z[order], dtype=np.float64)
         norms = _sq_norms(Zs)
         target_dist, radius = np.empty((n, k)), np.empty(n)
         self._rows(lambda a, b: kernels.target_table(Zs, targets_sorted, a, b,
                                                      target_dist, radius), Zs.size)
-        rho2 = radius * self.stream_rho
+        return Zs, norms, target_dist, radius, radius * rho
 
-        def lane(lane_tasks):
-            # a lane's outputs: loss, wt, active triplets, pairs, near, deg, U
-            out = (np.zeros(n), np.zeros((n, k)), np.zeros(n, dtype=np.int64),
-                   np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                   np.zeros(n), np.zeros_like(Zs))
-            U = out[6]
-            for a0, a1, c_start in lane_tasks:
-                width = max(1, _SEARCH_BLOCK // (a1 - a0))
-                for b0 in range(c_start, n, width):
-                    b1 = min(b0 + width, n)
-                    G = Zs[a0:a1] @ Zs[b0:b1].T
-                    nnz = kernels.stream_block(
-                        G, norms[a0:a1], norms[b0:b1], a0, b0, radius, rho2,
-                        target_dist, targets_sorted, self.mu, smooth, *out[:6])
-                    if 8 * nnz < G.size:
-                        kernels.sparse_wdot(G, Zs[a0:a1], Zs[b0:b1], U, a0, b0)
-                    elif nnz:
-                        U[a0:a1] -= G @ Zs[b0:b1]
-                        U[b0:b1] -= G.T @ Zs[a0:a1]
-            return out
+    def stream_lane(self, prepared, smooth, q):
+        """Lane ``q``'s outputs (loss, wt, active triplets, pairs, near, deg, U):
+        its tasks (every ``_STREAM_LANES``-th, in a fixed order), each with its own
+        outputs, so that results do not depend on ``n_jobs``."""
+        Zs, norms, target_dist, radius, rho2 = prepared
+        n, k = self.target_neighbors.shape
+        _, _, targets_sorted, tasks = self._stream_tasks()
+        out = (np.zeros(n), np.zeros((n, k)), np.zeros(n, dtype=np.int64),
+               np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+               np.zeros(n), np.zeros_like(Zs))
+        U = out[6]
+        for a0, a1, c_start in tasks[q::_STREAM_LANES]:
+            width = max(1, _SEARCH_BLOCK // (a1 - a0))
+            for b0 in range(c_start, n, width):
+                b1 = min(b0 + width, n)
+                G = Zs[a0:a1] @ Zs[b0:b1].T
+                nnz = kernels.stream_block(
+                    G, norms[a0:a1], norms[b0:b1], a0, b0, radius, rho2,
+                    target_dist, targets_sorted, self.mu, smooth, *out[:6])
+                if 8 * nnz < G.size:
+                    kernels.sparse_wdot(G, Zs[a0:a1], Zs[b0:b1], U, a0, b0)
+                elif nnz:
+                    U[a0:a1] -= G @ Zs[b0:b1]
+                    U[b0:b1] -= G.T @ Zs[a0:a1]
+        return out
 
-        # A fixed number of lanes, each with its own outputs and its tasks in a
-        # fixed order, summed in lane order: results do not depend on n_jobs.
-        lanes = self.pool.map(lane, [tasks[q::_STREAM_LANES]
-                                     for q in range(_STREAM_LANES)])
+    def stream_finish(self, Z, prepared, lanes):
+        """The outputs of the ``lanes`` (a list, emptied here to free them) summed
+        in lane order and the target pairs' terms added: ``(f, U, active triplets,
+        active pairs, near pairs)``."""
+        Zs, _, target_dist, _, _ = prepared
+        _, inverse, targets_sorted, _ = self._stream_tasks()
         row_loss, wt, act, pairs, near, deg, U_impostors = (
             sum(lane_out[q] for lane_out in lanes) for q in range(7))
-        del lanes
+        lanes.clear()
         row_loss += (1.0 - self.mu) * target_dist.sum(axis=1)
         wt += np.where(targets_sorted >= 0, 1.0 - self.mu, 0.0)
         U_impostors += deg[:, None] * Zs
-        self.stream_near = int(near.sum())
         wt = wt[inverse]
         # the target pairs' part of Lap(W) Z (no impostor pairs in this graph)
-        none = np.zeros(n + 1, dtype=np.int64)
+        none = np.zeros(self.n + 1, dtype=np.int64)
         empty = np.zeros(0, dtype=np.int64)
         U = np.empty_like(Z)
         self._rows(lambda a, b: kernels.laplacian_dot(
             Z, self.target_neighbors, wt, self.targeted_by_ptr, self.targeted_by,
             none, empty, np.zeros(0), none, empty, empty, a, b, U), Z.size)
         U += U_impostors[inverse]
-        return float(row_loss.sum()), U, int(act.sum()), int(pairs.sum())
+        return (float(row_loss.sum()), U, int(act.sum()), int(pairs.sum()),
+                int(near.sum()))
 
 
 def lmnn_loss_grad(L, X, y, target_neighbors, mu=0.5, smooth=0.0):

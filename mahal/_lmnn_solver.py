@@ -221,10 +221,9 @@ class _LossOracle:
                 if not patch:
                     evaluation = self._weights(Z)
                 f, U, act, n_pairs = evaluation
-                n_miss, df, dact = kernels.add_missed(
+                n_miss, df, dact = self.problem.add_missed(
                     old_ptr, old_idx, self.indptr, self.indices, Z, radius,
-                    self.problem.target_neighbors, self.problem.mu, self.smooth, U,
-                    patch)
+                    self.smooth, U, patch)
             if patch and not self.streaming:
                 n_pairs += n_miss
                 evaluation = f + df, U, act + dact, n_pairs
@@ -289,7 +288,7 @@ class _LossOracle:
 
     def trial(self, alpha):
         if self._Zt is None or self._Zt is self.Z:
-            self._Zt = np.empty_like(self.Z)
+            self._Zt = self.problem.empty_like(self.Z)
         if self._aux is None:
             self._aux = self.problem.aux_buffers(self.r)
         self._last = None  # (frees the previous trial's U first)
@@ -324,7 +323,9 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=1000, tol=1e-5,
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray of shape (n, d) or DistributedPoints
+        (a :class:`mahal._dask_cluster.DistributedPoints`: evaluated on the cluster,
+        :mod:`mahal._dask_lmnn`)
     y : ndarray of shape (n,), int64 labels
     target_neighbors : ndarray of shape (n, k), int64 (−1 = none)
     L0 : ndarray of shape (r, d)
@@ -376,6 +377,14 @@ def lmnn_solve(X, y, target_neighbors, L0, mu=0.5, max_iter=1000, tol=1e-5,
         returned ``L`` is one of them. ``peak_candidates``: the most candidate
         pairs stored at once; ``n_streamed``: evaluations made without a graph.
     """
+    if hasattr(X, "client"):  # X on a dask cluster
+        from ._dask_lmnn import lmnn_solve_on_cluster
+
+        return lmnn_solve_on_cluster(
+            X, y, target_neighbors, L0, mu=mu, max_iter=max_iter, tol=tol,
+            smoothing=smoothing, verbose=verbose, slack=slack, max_period=max_period,
+            name=name, low_precision=low_precision, callback=callback,
+            max_candidates=max_candidates)
     r, d = L0.shape
     if (not low_precision and max_candidates is None
             and _lmnn_dense.use_dense(X.shape[0], target_neighbors.shape[1], r)

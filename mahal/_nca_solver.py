@@ -80,7 +80,7 @@ def nca_solve(X, y, L0, *, max_iter=100, tol=1e-5, verbose=False, n_threads=1,
     Parameters
     ----------
     X : ndarray of shape (n, d) or DistributedPoints
-        (a :class:`mahal._dask_softmax.DistributedPoints`: evaluated on the cluster)
+        (a :class:`mahal._dask_cluster.DistributedPoints`: evaluated on the cluster)
     y : ndarray of shape (n,), int labels in ``0..n_classes − 1``
     L0 : ndarray of shape (r, d)
     max_iter : int

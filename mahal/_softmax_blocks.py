@@ -471,10 +471,12 @@ def _grad_z(Z, WZ, acc):
 def softmax_problem_maker(build, X, y, block_rows=None):
     """``make_problem(pool)`` for :func:`softmax_solve`: ``build(X, y, pool,
     block_rows)``, or, for ``X`` held on a cluster (a
-    :class:`mahal._dask_softmax.DistributedPoints`), a problem whose evaluations
-    run there."""
-    if hasattr(X, "softmax_problem"):
-        return lambda pool: X.softmax_problem(build, y, block_rows)
+    :class:`mahal._dask_cluster.DistributedPoints`), a problem whose evaluations
+    run there (:func:`mahal._dask_softmax.softmax_problem`)."""
+    if hasattr(X, "client"):
+        from ._dask_softmax import softmax_problem
+
+        return lambda pool: softmax_problem(X, build, y, block_rows)
     return lambda pool: build(X, y, pool, block_rows)
 
 

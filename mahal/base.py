@@ -338,7 +338,7 @@ def initialize_components(n_components, X, y=None, init="auto", random_state=Non
     -------
     G : ndarray of shape (n_components, n_features)
     """
-    if hasattr(X, "initialize_components"):  # X on a cluster (mahal._dask_softmax)
+    if hasattr(X, "initialize_components"):  # X on a cluster (mahal._dask_cluster)
         return X.initialize_components(n_components, y, init, random_state)
     n_samples, n_features = X.shape
     if not isinstance(init, str):

@@ -18,7 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbors
 from ._lmnn_solver import lmnn_solve
 from ._parallel import fit_threads, n_threads_for
-from ._validation import N_JOBS, IntAtLeast, check_n_components, check_points, require_y
+from ._validation import (N_JOBS, IntAtLeast, check_n_components, check_points,
+                          is_dask_array, require_y)
 from .base import (
     MahalanobisMixin,
     SupervisedMixin,
@@ -321,7 +322,9 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training points.
+            Training points; a row-chunked ``dask.array`` is fitted on the active
+            ``distributed`` cluster (see the user guide, "Larger than memory:
+            Dask").
         y : array-like of shape (n_samples,)
             Their class labels; a point's target neighbours are its nearest
             classmates.
@@ -337,7 +340,12 @@ class LMNN(SupervisedMixin, MahalanobisMixin, TransformerMixin, BaseEstimator):
         _warn_ignored(self)
         k, mu = self.n_neighbors, _push_weight(self)
         require_y(self, y)
-        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
+        if is_dask_array(X):  # (fitted on the active dask cluster)
+            from ._dask_lmnn import distribute_points
+
+            X, y = distribute_points(self, X, y)
+        else:
+            X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
         n_components = check_n_components(self.n_components, X.shape[1])
         self.classes_, y_enc, targets = _prepare_targets(self, X, y, k)
         L = initialize_components(n_components, X, y_enc, self.init,

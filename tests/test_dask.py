@@ -1,9 +1,8 @@
-"""Dask arrays: NCA and MLKR fitted on a ``distributed.LocalCluster`` (2 worker
-processes) against the in-memory fit, and ``transform`` / ``pair_distance`` of dask
-arrays, lazily, against NumPy's."""
+"""Dask arrays: NCA and MLKR (LMNN: test_dask_lmnn.py) fitted on a
+``distributed.LocalCluster`` (2 worker processes: the ``client`` fixture of
+conftest.py) against the in-memory fit, and ``transform`` / ``pair_distance`` of
+dask arrays, lazily, against NumPy's."""
 
-import os
-import signal
 import subprocess
 import sys
 
@@ -11,23 +10,15 @@ import numpy as np
 import pytest
 
 da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
-from mahal import MLKR, NCA  # noqa: E402
+from mahal import LMNN, MLKR, NCA  # noqa: E402
 from mahal._nca_solver import nca_problem  # noqa: E402
 from mahal._softmax_blocks import chunk_ranges  # noqa: E402
 
 # (fits cut short by max_iter are compared all the same)
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as c:
-            yield c
 
 
 def _classes(n=240, d=5, seed=0):
@@ -103,14 +94,15 @@ def test_mlkr_on_the_cluster_equals_the_in_memory_fit(client):
     _assert_same_fit(dist, ref)
 
 
-def test_without_a_client_the_default_scheduler_computes_x(monkeypatch):
-    from mahal import _dask_softmax
+@pytest.mark.parametrize("learner", [NCA, LMNN])
+def test_without_a_client_the_default_scheduler_computes_x(monkeypatch, learner):
+    from mahal import _dask_cluster
 
-    monkeypatch.setattr(_dask_softmax, "active_client", lambda: None)
+    monkeypatch.setattr(_dask_cluster, "active_client", lambda: None)
     X, y = _classes(seed=4)
-    ref = NCA(n_components=2, max_iter=20).fit(X, y)
-    dist = NCA(n_components=2, max_iter=20).fit(da.from_array(X, chunks=(50, 5)),
-                                                da.from_array(y, chunks=50))
+    ref = learner(n_components=2, max_iter=20).fit(X, y)
+    dist = learner(n_components=2, max_iter=20).fit(da.from_array(X, chunks=(50, 5)),
+                                                    da.from_array(y, chunks=50))
     np.testing.assert_array_equal(dist.components_, ref.components_)
     assert dist.n_iter_ == ref.n_iter_
 
@@ -140,7 +132,8 @@ def test_bad_dask_input_is_refused_at_fit(client):
 
 
 def test_broadcast_budget_is_stated_and_checked():
-    from mahal._dask_softmax import check_budget
+    from mahal._dask_cluster import check_budget
+    from mahal._dask_softmax import bytes_per_point
 
     class FakeClient:
         def __init__(self, limit):
@@ -152,10 +145,11 @@ def test_broadcast_budget_is_stated_and_checked():
 
     n, d = 10_000, 50
     need = 8 * n * (10 * d + 12)
-    check_budget(FakeClient(2 * need), n, d)   # half of the smallest: just fits
-    check_budget(FakeClient(0), n, d)          # no limit: not checked
+    assert n * bytes_per_point(d) == need
+    check_budget(FakeClient(2 * need), n, d, need // n)   # half of the smallest: fits
+    check_budget(FakeClient(0), n, d, need // n)          # no limit: not checked
     with pytest.raises(MemoryError, match="each worker holds all the points"):
-        check_budget(FakeClient(2 * need - 8), n, d)
+        check_budget(FakeClient(2 * need - 8), n, d, need // n)
 
 
 def test_transform_and_pair_distance_of_dask_arrays_are_lazy_and_equal_numpy(client):
@@ -192,31 +186,23 @@ def test_the_core_install_does_not_import_dask():
             "m = NCA(max_iter=5).fit(X, y); m.transform(X)\n"
             "m.pair_distance(np.stack([X[:30], X[30:]], axis=1))\n"
             "MLKR(max_iter=5).fit(X, X[:, 0])\n"
+            "from mahal import LMNN\nLMNN(max_iter=5).fit(X, y)\n"
             "print(any(k.split('.')[0] in ('dask', 'distributed') for k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
 
 
-def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client):
+def test_a_worker_killed_in_the_middle_of_a_fit_is_survived(client, worker_killer):
     # Kill one worker process (the nanny starts another) after the third iteration:
     # the lost shares (and the per-row shifts they carry) are recomputed by dask
     # from their inputs, so the fit ends exactly where it ends without the kill.
     X, y = _classes(seed=5)
     Xd = da.from_array(X, chunks=(60, 5))
     undisturbed = NCA(n_components=3, init="pca").fit(Xd, y)
-    pids = client.run(os.getpid)
-    victim = sorted(pids)[0]
-    killed = []
-
-    def kill(L, n_iter):
-        if n_iter == 3:
-            os.kill(pids[victim], signal.SIGKILL)
-            killed.append(n_iter)
-
+    kill = worker_killer(3)
     disturbed = NCA(n_components=3, init="pca", callback=kill).fit(Xd, y)
-    assert killed == [3]
+    assert kill.killed == [3]
     assert disturbed.n_iter_ == undisturbed.n_iter_ > 3
     np.testing.assert_array_equal(disturbed.components_, undisturbed.components_)
     assert disturbed.objective_ == undisturbed.objective_
-    client.wait_for_workers(2, timeout=30)
