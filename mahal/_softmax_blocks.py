@@ -46,15 +46,12 @@ Design:
   chunk has its own accumulator, summed in chunk order, so results are identical
   for any number of threads.
 - NumPy only (BLAS products and NumPy's ``exp``) in the blocks.
-- Small ``n`` (``1000 ≤ n``, ``n² ≤ _SINGLE_BLOCK_ELEMENTS``, 32 MB; below 1000 points
-  once the process has spent its NumPy budget, ``_NUMPY_ELEMENTS``): one symmetric
-  ``n × n`` block instead (:meth:`SoftmaxProblem._single_block`), ``W + Wᵀ`` formed in place,
+- Small ``n`` (``1000 ≤ n``, ``n² ≤ _SINGLE_BLOCK_ELEMENTS``, 32 MB): one symmetric ``n × n``
+  block instead (:meth:`SoftmaxProblem._single_block`), ``W + Wᵀ`` formed in place,
   half the multiply-adds, and the ``exp`` and the elementwise passes in numba
   (:mod:`mahal._softmax_kernels`): at these sizes NumPy's ``exp`` (scalar without
   AVX-512) and the third product weighed most (``docs/benchmarks.rst``).
 """
-
-import sys
 
 import numpy as np
 
@@ -77,13 +74,6 @@ _SINGLE_BLOCK_ELEMENTS = 1 << 22
 # the block's kernels, and the first fit of a small problem never imports numba
 # (docs/benchmarks.rst, "First fit").
 _SINGLE_MIN_N = 1000
-# Below it, a process evaluates in NumPy blocks until its NumPy evaluations have
-# covered this many n² elements in all (about numba's start-up in NumPy time), or
-# until the block's kernels are loaded; then in the single block: a fit of a
-# thousand iterations, or a process that fits many small problems, pays numba's
-# start-up once instead of the slower blocks at every evaluation.
-_NUMPY_ELEMENTS = 40_000_000
-_numpy_elements = 0  # n² elements evaluated in NumPy blocks below _SINGLE_MIN_N
 _SINGLE_CHUNK_ROWS = 128
 # The single block's factors a_i = exp((m_i − μ)/2) stay within exp(±_SINGLE_SPREAD/4)
 # (no overflow in W + Wᵀ; the exponents clamped at −700 stand for terms below
@@ -101,23 +91,13 @@ def _single_chunks(n):
 
 
 def uses_single_block(n):
-    """Whether a problem of ``n`` points is evaluated in one ``n × n`` block
-    (below ``_SINGLE_MIN_N`` points: once this process's NumPy budget is spent,
-    :func:`_small_in_budget`)."""
-    if n * n > _SINGLE_BLOCK_ELEMENTS:
-        return False
-    return _SINGLE_MIN_N <= n or not _small_in_budget()
-
-
-def _small_in_budget():
-    return ("mahal._softmax_kernels" not in sys.modules
-            and _numpy_elements < _NUMPY_ELEMENTS)
+    """Whether a problem of ``n`` points is evaluated in one ``n × n`` block."""
+    return _SINGLE_MIN_N <= n and n * n <= _SINGLE_BLOCK_ELEMENTS
 
 
 def n_tasks(n, r):
     """The most row chunks that an evaluation on ``n`` points runs at once."""
-    # (a small problem may move to the single block during its fit)
-    single = len(_single_chunks(n)) if n * n <= _SINGLE_BLOCK_ELEMENTS else 1
+    single = len(_single_chunks(n)) if uses_single_block(n) else 1
     return max(single, len(chunk_ranges(n, r)))
 
 
@@ -196,7 +176,6 @@ class SoftmaxProblem:
         self.pool = pool
         self.block_rows = int(block_rows or default_block_rows(n))
         # one n × n block (see _single_block) unless the rows' blocking is asked for
-        self.block_rows_default = block_rows is None
         self.single_block = block_rows is None and uses_single_block(n)
         self.shift = None  # per-row shift c_i (log-sum-exp of the last evaluation)
         self.n_evals = 0
@@ -209,14 +188,8 @@ class SoftmaxProblem:
 
     def loss_grad_z(self, Z):
         """Loss at the embedding ``Z`` (n × r) and its gradient ``∂f/∂Z``."""
-        global _numpy_elements
         n, r = Z.shape
         self.n_evals += 1
-        if (not self.single_block and self.block_rows_default
-                and n * n <= _SINGLE_BLOCK_ELEMENTS):
-            # (a small problem: NumPy blocks while the process's budget lasts)
-            self.single_block = not _small_in_budget()
-            _numpy_elements += 0 if self.single_block else n * n
         if self.single_block:
             out = self._single_block(Z)
             if out is not None:

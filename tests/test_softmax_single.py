@@ -209,35 +209,3 @@ def test_scipy_lbfgs_starts_again_where_a_line_search_failed(monkeypatch, tol, r
     assert res.nit == expected["nit"] and seen == list(range(1, res.nit + 1))
     assert res.x[0] == res.nit
     assert res.status == (MAX_ITER if expected["at_max"] else CONVERGED)
-
-
-def test_small_problem_takes_the_single_block_once_the_numpy_budget_is_spent(
-        monkeypatch):
-    # Below _SINGLE_MIN_N points a process evaluates in NumPy blocks (no numba)
-    # until they have covered _NUMPY_ELEMENTS elements, or until the kernels are
-    # loaded; then in the single block, with the same values (to rounding).
-    import sys
-
-    X, y, t = _data(300, 6, seed=7)
-    L = np.random.default_rng(8).normal(size=(6, 6)) / np.sqrt(6)
-    modules = {k: v for k, v in sys.modules.items() if k != "mahal._softmax_kernels"}
-    monkeypatch.setattr(sys, "modules", modules)  # (as if not loaded yet)
-    monkeypatch.setattr(B, "_numpy_elements", 0)
-    monkeypatch.setattr(B, "_NUMPY_ELEMENTS", 3 * 300 * 300)
-    reference = [p.loss_grad(L) for p in _problems(X, y, t, block_rows=32)]
-    problem = nca_problem(X, y)
-    assert not problem.single_block and not B.uses_single_block(300)
-    used = _spy(problem)
-    values = [problem.loss_grad(L) for _ in range(5)]
-    assert used == [True, True]  # evaluations 4 and 5: the budget (3) was spent
-    assert B._numpy_elements == 3 * 300 * 300 and B.uses_single_block(300)
-    for fg in values:
-        np.testing.assert_allclose(fg[0], reference[0][0], rtol=1e-12)
-        np.testing.assert_allclose(fg[1], reference[0][1], rtol=0,
-                                   atol=1e-10 * np.abs(reference[0][1]).max())
-    # with the kernels loaded, a small problem takes the single block at once
-    monkeypatch.setattr(B, "_numpy_elements", 0)
-    modules["mahal._softmax_kernels"] = sys.modules.get("mahal._softmax_kernels") or \
-        __import__("mahal._softmax_kernels", fromlist=["_"])
-    problem = mlkr_problem(X, t)
-    assert problem.single_block
