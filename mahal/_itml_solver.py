@@ -45,6 +45,7 @@ import time
 import warnings
 
 import numpy as np
+from scipy.linalg.blas import dger
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
@@ -160,29 +161,39 @@ def default_bounds(points, random_state=None):
 
 
 def _bregman_sweep_numpy(A, diffs, similar, dual, slack, gamma):
-    """:func:`mahal._itml_kernels.bregman_sweep` in NumPy (for small problems)."""
+    """:func:`mahal._itml_kernels.bregman_sweep` in NumPy (for small problems).
+
+    At these sizes (``d`` of ten or so) a projection costs NumPy's per-call overhead
+    more than arithmetic: the scalars live in Python lists during the sweep, and the
+    rank-one update is BLAS's ``dger`` in place (on ``Aᵀ``, Fortran-ordered: the
+    update is symmetric), with no temporary outer product.
+    """
     if np.isinf(gamma):
         gamma_proj, inv_gamma = 1.0, 0.0
     else:
         gamma_proj, inv_gamma = gamma / (gamma + 1.0), 1.0 / gamma
-    for c in range(diffs.shape[0]):
-        v = diffs[c]
-        Av = A @ v
-        p = float(v @ Av)
+    At = A.T
+    lams, xis, sims = dual.tolist(), slack.tolist(), similar.tolist()
+    dot = np.dot
+    for c, v in enumerate(diffs):
+        Av = dot(A, v)
+        p = float(dot(v, Av))
         if p <= 0.0:
             continue
-        lam, xi = dual[c], slack[c]
-        if similar[c]:
+        lam, xi = lams[c], xis[c]
+        if sims[c]:
             alpha = min(lam, gamma_proj * (1.0 / p - 1.0 / xi))
             beta = alpha / (1.0 - alpha * p)
-            slack[c] = 1.0 / (1.0 / xi + alpha * inv_gamma)
+            xis[c] = 1.0 / (1.0 / xi + alpha * inv_gamma)
         else:
             alpha = min(lam, gamma_proj * (1.0 / xi - 1.0 / p))
             beta = -alpha / (1.0 + alpha * p)
-            slack[c] = 1.0 / (1.0 / xi - alpha * inv_gamma)
-        dual[c] = lam - alpha
+            xis[c] = 1.0 / (1.0 / xi - alpha * inv_gamma)
+        lams[c] = lam - alpha
         if beta != 0.0:
-            A += np.outer(beta * Av, Av)
+            dger(beta, Av, Av, a=At, overwrite_a=1)
+    dual[:] = lams
+    slack[:] = xis
 
 
 def itml_solve(diffs, similar, bounds, M0, *, gamma=1.0, max_iter=1000, tol=1e-3,
