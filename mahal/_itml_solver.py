@@ -40,7 +40,6 @@ How it is solved
   projections have been done in the process.
 """
 
-import sys
 import time
 import warnings
 
@@ -49,7 +48,7 @@ from scipy.linalg.blas import dger
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._lazy import lazy_module
+from ._lazy import NumpyBudget, lazy_module
 
 kernels = lazy_module("mahal._itml_kernels")  # (numba: imported on first use)
 
@@ -59,9 +58,9 @@ __all__ = ["itml_solve", "itml_objective", "default_bounds"]
 # not yet imported): about what loading numba and the cached kernel costs, so that a
 # small fit (ITML_Supervised on wine) never imports numba (docs/solver_notes.rst).
 _NUMPY_PROJECTIONS = 60_000
-# Projections done in NumPy in this process so far: the budget is the process's, so a
-# process that fits many such problems pays numba's start-up once, not every fit.
-_numpy_done = 0
+# (the budget is the process's, so a process that fits many such problems pays
+# numba's start-up once, not every fit)
+_numpy = NumpyBudget("mahal._itml_kernels", _NUMPY_PROJECTIONS)
 # Default bounds: exact percentiles over every pair of distinct points up to this many
 # pairs (n ≤ 2000); beyond, over this many pairs drawn at random.
 _EXACT_PAIRS = 2_000_000
@@ -244,9 +243,7 @@ def itml_solve(diffs, similar, bounds, M0, *, gamma=1.0, max_iter=1000, tol=1e-3
     A = np.array(M0, dtype=np.float64, order="C", copy=True)
     gamma = float(gamma)
     m = V.shape[0]
-    global _numpy_done
-    numpy_budget = (0 if "mahal._itml_kernels" in sys.modules
-                    else _NUMPY_PROJECTIONS - _numpy_done)
+    numpy_budget = _numpy.left()
     numpy_sweeps = 0
     converged, conv, n_iter = False, np.inf, 0
     if verbose:
@@ -257,7 +254,7 @@ def itml_solve(diffs, similar, bounds, M0, *, gamma=1.0, max_iter=1000, tol=1e-3
         if (numpy_sweeps + 1) * m <= numpy_budget:
             _bregman_sweep_numpy(A, V, sim, dual, slack, gamma)
             numpy_sweeps += 1
-            _numpy_done += m
+            _numpy.spend(m)
         else:
             kernels.bregman_sweep(A, V, sim, dual, slack, gamma)
         A += A.T

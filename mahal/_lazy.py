@@ -24,3 +24,25 @@ class lazy_module:
 
     def __repr__(self):
         return f"<lazy module {self._name!r}>"
+
+
+class NumpyBudget:
+    """A process's budget of NumPy work before the kernels of ``module`` take over.
+
+    Small problems run in NumPy so that they never import numba; once the process
+    has done ``limit`` units of such work (about what loading numba and the cached
+    kernels costs), or once the kernel module is loaded anyway (by a larger
+    problem), the kernels run instead, so that a process that fits many small
+    problems pays numba's start-up once."""
+
+    def __init__(self, module, limit):
+        self.module = module
+        self.limit = limit
+        self.done = 0  # units of NumPy work done in this process
+
+    def left(self):
+        """Units of work still to run in NumPy (none once the kernels are loaded)."""
+        return 0 if self.module in sys.modules else self.limit - self.done
+
+    def spend(self, units):
+        self.done += units

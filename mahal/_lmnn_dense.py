@@ -18,9 +18,9 @@ candidate graph: the oracle's values are all "verified" in the sense of the
 kernel path's impostor searches.
 """
 
-import sys
-
 import numpy as np
+
+from ._lazy import NumpyBudget
 
 # Dense evaluation when n ≤ _MAX_N and the impostor terms (n² k per evaluation)
 # and the distance products (n² r) stay below these counts. (A dense fit is slower
@@ -34,12 +34,10 @@ _MAX_PRODUCT = 1 << 23
 _MAX_TARGET_ELEMS = 1 << 21
 _TIE = 1e-10  # relative: distances this close are tied (as mahal._lmnn_search_kernels._TIE)
 # A dense evaluation costs several times a kernel one (NumPy's per-call overhead),
-# so the dense path is for a process's first small fits only: once the kernels are
-# loaded (by a larger fit), or once the process has made this many dense
-# evaluations (about what loading numba's cached kernels costs), small problems use
-# the kernels too, and a process that fits many pays numba's start-up once.
+# so the dense path is for a process's first small fits only: this many dense
+# evaluations, about what loading numba's cached kernels costs.
 _DENSE_EVALS = 500
-_dense_done = 0  # dense evaluations made in this process
+_dense = NumpyBudget("mahal._lmnn_kernels", _DENSE_EVALS)  # (in evaluations)
 
 
 def use_dense(n, k, r):
@@ -51,7 +49,7 @@ def use_dense(n, k, r):
 def in_budget():
     """Whether this process still fits small problems densely (see
     :data:`_DENSE_EVALS`)."""
-    return "mahal._lmnn_kernels" not in sys.modules and _dense_done < _DENSE_EVALS
+    return _dense.left() > 0
 
 
 def select_target_neighbors(X, y, n_neighbors):
@@ -207,9 +205,8 @@ class DenseOracle:
         self.run_start_f = None
 
     def _eval(self, Z):
-        global _dense_done
         self.n_evals += 1
-        _dense_done += 1
+        _dense.spend(1)
         return self.problem.weights(Z, self.smooth)
 
     def _settle(self, Z, evaluation):

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from ._lazy import lazy_module
+from ._lazy import NumpyBudget, lazy_module
 
 kernels = lazy_module("mahal._triplet_kernels")  # (numba: imported on first use)
 
@@ -26,14 +26,13 @@ MINE_ALL, MINE_HARD, MINE_SEMIHARD = 0, 1, 2  # as mahal._triplet_kernels
 
 _NUMPY_BATCH = 128
 _NUMPY_WORK = 400.0
-_numpy_done = 0.0  # (batches' worth of NumPy mining in this process)
+_numpy = NumpyBudget("mahal._triplet_kernels", _NUMPY_WORK)  # (in batches' worth)
 
 
 def use_numpy(batch_size):
     """Whether the next batch of ``batch_size`` points is mined in NumPy: a small
     batch, the kernels not loaded, and the process's NumPy budget not spent."""
-    return (batch_size <= _NUMPY_BATCH and _numpy_done < _NUMPY_WORK
-            and "mahal._triplet_kernels" not in sys.modules)
+    return batch_size <= _NUMPY_BATCH and _numpy.left() > 0
 
 
 def pairwise_sq_distances(Z):
@@ -112,9 +111,8 @@ def all_triplets_hinge(D, codes, margin):
 def mined_hinge(Z, codes, margin, mode, in_numpy):
     """Hinge sum of a batch's mined triplets: ``(total, n_active, C, n_units)``
     (see :mod:`mahal._triplet_kernels`), in NumPy when ``in_numpy`` is true."""
-    global _numpy_done
     if in_numpy:
-        _numpy_done += max(1.0, (Z.shape[0] / 32) ** 3)
+        _numpy.spend(max(1.0, (Z.shape[0] / 32) ** 3))
     impl = sys.modules[__name__] if in_numpy else kernels
     D = impl.pairwise_sq_distances(Z)
     if mode == MINE_ALL:

@@ -173,7 +173,7 @@ warnings.simplefilter("ignore")
 X, y = load_wine(return_X_y=True)
 X = StandardScaler().fit_transform(X)
 first = ITML_Supervised(random_state=0).fit(X, y).components_
-print("mahal._itml_kernels" in sys.modules, 0 < _itml_solver._numpy_done
+print("mahal._itml_kernels" in sys.modules, 0 < _itml_solver._numpy.done
       <= _itml_solver._NUMPY_PROJECTIONS)
 second = ITML_Supervised(random_state=0).fit(X, y).components_
 print("mahal._itml_kernels" in sys.modules, np.allclose(first, second, rtol=1e-7,

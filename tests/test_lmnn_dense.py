@@ -219,13 +219,13 @@ def test_dense_path_is_for_a_processs_first_small_fits(monkeypatch):
     L0 = np.eye(X.shape[1])
     modules = {k: v for k, v in sys.modules.items() if k != "mahal._lmnn_kernels"}
     monkeypatch.setattr(sys, "modules", modules)  # (as if not loaded yet)
-    monkeypatch.setattr(_lmnn_dense, "_dense_done", 0)
+    monkeypatch.setattr(_lmnn_dense._dense, "done", 0)
     _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
-    assert info["n_searches"] == 0 and _lmnn_dense._dense_done == info["n_evals"]
-    monkeypatch.setattr(_lmnn_dense, "_dense_done", _lmnn_dense._DENSE_EVALS)
+    assert info["n_searches"] == 0 and _lmnn_dense._dense.done == info["n_evals"]
+    monkeypatch.setattr(_lmnn_dense._dense, "done", _lmnn_dense._DENSE_EVALS)
     _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
     assert info["n_searches"] > 0  # (the kernel path)
-    monkeypatch.setattr(_lmnn_dense, "_dense_done", 0)
+    monkeypatch.setattr(_lmnn_dense._dense, "done", 0)
     modules["mahal._lmnn_kernels"] = importlib.import_module("mahal._lmnn_kernels")
     _, _, _, info = lmnn_solve(X, y, tn, L0, max_iter=200)
     assert info["n_searches"] > 0

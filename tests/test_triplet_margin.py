@@ -207,7 +207,7 @@ seen = []
 for _ in range(3):
     TripletMargin_Supervised(random_state=0).fit(X, y)
     seen.append("mahal._triplet_kernels" in sys.modules)
-print(seen[0], seen[-1], _triplet_small._numpy_done >= _triplet_small._NUMPY_WORK)
+print(seen[0], seen[-1], _triplet_small._numpy.done >= _triplet_small._NUMPY_WORK)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
