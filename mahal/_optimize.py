@@ -244,11 +244,18 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
                         else (_two_loop, _update))
     f, g = oracle.start(x)
     gmax = np.abs(g).max()
-    # the decreases of the last ``window`` iterations, each measured along its
-    # line (the oracle may change the function at an accepted point), and the
-    # value before them
+    # the decreases of the last ``window`` (or ``stall``) iterations, each measured
+    # along its line (the oracle may change the function at an accepted point), and
+    # the value before them
     decreases = []
     f_before = [f]
+
+    def fell_at_most(s, share, f_new):
+        # the objective fell by at most share · ftol (relative) over the last s
+        # iterations (the ftol rule with s = share = window; the stall test)
+        return len(decreases) >= s and sum(decreases[-s:]) <= share * ftol * max(
+            abs(f_before[-s - 1]), abs(f_new), 1.0)
+
     nit = nfev = 0
     retried = False
     status = MAX_ITER
@@ -300,13 +307,8 @@ def lbfgs(oracle, x0, max_iter, ftol=1e-5, gtol=1e-12, memory=20, callback=None,
         f_before.append(f)
         if len(decreases) > max(window, stall[0] if stall else 0):
             del decreases[0], f_before[0]
-        if len(decreases) >= window and sum(decreases[-window:]) <= window * ftol * max(
-                abs(f_before[-window - 1]), abs(f_new), 1.0):
-            status = CONVERGED
-            break
-        if stall and len(decreases) >= stall[0] and sum(
-                decreases[-stall[0]:]) <= stall[1] * ftol * max(
-                abs(f_before[-stall[0] - 1]), abs(f_new), 1.0):
+        if (fell_at_most(window, window, f_new)
+                or (stall and fell_at_most(*stall, f_new))):
             status = CONVERGED
             break
     return Result(x, f, nit, nfev, status, (S, Y, rho, head, count, gamma))
