@@ -4,10 +4,11 @@ finite differences."""
 
 import pickle
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
-from _softmax_helpers import central_differences
+from _softmax_helpers import central_differences, fits_for_each_n_jobs
 from sklearn.base import clone
 from sklearn.datasets import make_friedman1
 from sklearn.exceptions import ConvergenceWarning
@@ -111,11 +112,7 @@ def test_blocked_equals_unblocked_fit():
 def test_same_result_for_any_number_of_threads():
     X, y = _data(2600, 3, seed=6)
     assert len(chunk_ranges(2600, 3)) > 1
-    fits = []
-    for n_jobs in (1, 2):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fits.append(MLKR(max_iter=4, n_jobs=n_jobs).fit(X, y))
+    fits = fits_for_each_n_jobs(partial(MLKR, max_iter=4), X, y)
     np.testing.assert_array_equal(fits[0].components_, fits[1].components_)
 
 

@@ -6,10 +6,11 @@ import io
 import pickle
 import warnings
 from contextlib import redirect_stdout
+from functools import partial
 
 import numpy as np
 import pytest
-from _softmax_helpers import central_differences
+from _softmax_helpers import central_differences, fits_for_each_n_jobs
 from sklearn.base import clone
 from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
@@ -131,11 +132,7 @@ def test_same_result_for_any_number_of_threads():
     # chunks (and the order of their sums) depend on n and r only.
     X, y = _data(2600, 3, 5, seed=6)
     assert len(chunk_ranges(2600, 3)) > 1
-    fits = []
-    for n_jobs in (1, 2):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fits.append(NCA(max_iter=4, n_jobs=n_jobs).fit(X, y))
+    fits = fits_for_each_n_jobs(partial(NCA, max_iter=4), X, y)
     np.testing.assert_array_equal(fits[0].components_, fits[1].components_)
     assert fits[0].objective_ == fits[1].objective_
 

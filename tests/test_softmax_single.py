@@ -2,11 +2,11 @@
 one symmetric ``n × n`` matrix) against the row-blocked evaluation, and of its
 ``exp`` kernel against NumPy's."""
 
-import warnings
+from functools import partial
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
+from _softmax_helpers import fits_for_each_n_jobs
 
 from mahal import MLKR, NCA
 from mahal import _softmax_blocks as B
@@ -162,11 +162,7 @@ def test_single_block_fit_is_the_same_for_any_number_of_threads(Estimator):
     X, y, t = _data(1100, 5, seed=6)
     assert B.uses_single_block(1100) and len(B._single_chunks(1100)) > 1
     target = y if Estimator is NCA else t
-    fits = []
-    for n_jobs in (1, 2):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fits.append(Estimator(max_iter=5, n_jobs=n_jobs).fit(X, target))
+    fits = fits_for_each_n_jobs(partial(Estimator, max_iter=5), X, target)
     np.testing.assert_array_equal(fits[0].components_, fits[1].components_)
 
 
