@@ -3,11 +3,9 @@
 conftest.py) against the in-memory fit, and ``transform`` / ``pair_distance`` of
 dask arrays, lazily, against NumPy's."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from _fresh_process import fresh_output
 
 da = pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
@@ -188,8 +186,7 @@ def test_the_core_install_does_not_import_dask():
             "MLKR(max_iter=5).fit(X, X[:, 0])\n"
             "from mahal import LMNN\nLMNN(max_iter=5).fit(X, y)\n"
             "print(any(k.split('.')[0] in ('dask', 'distributed') for k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = fresh_output(code).strip()
     assert out == "False"
 
 

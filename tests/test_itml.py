@@ -159,8 +159,7 @@ def test_numpy_budget_is_the_process_s():
     # a small fit runs in NumPy and does not load numba; a process that keeps fitting
     # such problems moves to the kernel once its NumPy budget is spent, with the
     # same result to rounding
-    import subprocess
-    import sys
+    from _fresh_process import fresh_output
 
     code = """
 import sys, warnings
@@ -179,8 +178,7 @@ second = ITML_Supervised(random_state=0).fit(X, y).components_
 print("mahal._itml_kernels" in sys.modules, np.allclose(first, second, rtol=1e-7,
                                                         atol=1e-10))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = fresh_output(code).split()
     assert out == ["False", "True", "True", "True"]
 
 

@@ -4,12 +4,10 @@ Each reference is metric-learn's behaviour as read in its source (cited per test
 scikit-learn's convention, re-implemented here.
 """
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import sklearn
+from _fresh_process import fresh_output
 from numpy.linalg import LinAlgError
 from scipy.spatial.distance import mahalanobis
 from sklearn.base import clone
@@ -374,8 +372,7 @@ def test_calibrate_threshold_takes_metric_learns_keyword_names(pairs_iris):
 def test_exceptions_reachable_from_the_package():
     code = ("import mahal; from numpy.linalg import LinAlgError; "
             "print(issubclass(mahal.exceptions.NonPSDError, LinAlgError))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = fresh_output(code).strip()
     assert out == "True"
 
 

@@ -1,9 +1,7 @@
 """The package surface: public names, and a light ``import mahal``."""
 
-import subprocess
-import sys
-
 import pytest
+from _fresh_process import fresh_output
 
 import mahal
 
@@ -13,8 +11,7 @@ def test_import_mahal_loads_neither_numba_nor_sklearn():
     # numba, let alone compile a kernel.
     code = ("import sys, mahal; "
             "print(sorted(m for m in ('numba', 'sklearn', 'scipy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = fresh_output(code).strip()
     assert out == "[]"
 
 
@@ -59,8 +56,7 @@ def test_small_fits_never_import_numba(large):
                 "X = np.random.default_rng(0).normal(size=(1100, 4))\n"
                 "LMNN(max_iter=2).fit(X, np.arange(1100) % 3)\n"
                 "print('numba' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = fresh_output(code).strip()
     assert out == str(large)
 
 

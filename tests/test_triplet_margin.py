@@ -192,8 +192,7 @@ def test_numpy_budget_is_the_process_s():
     # small batches are mined in NumPy without numba until the process has spent
     # its NumPy budget; then the kernels take over (a process fitting again and
     # again pays numba's start-up once)
-    import subprocess
-    import sys
+    from _fresh_process import fresh_output
 
     code = """
 import sys, warnings
@@ -209,8 +208,7 @@ for _ in range(3):
     seen.append("mahal._triplet_kernels" in sys.modules)
 print(seen[0], seen[-1], _triplet_small._numpy.done >= _triplet_small._NUMPY_WORK)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = fresh_output(code).split()
     assert out == ["False", "True", "True"]
 
 
