@@ -2,7 +2,7 @@
 growing n.
 
 For each n of ``--sizes``: ``make_classification(n, 50 features, 10 informative,
-10 classes, random_state=0)``, standardised; for each learner of ``--learners``,
+10 classes, class_sep=--class-sep, random_state=0)``, standardised; for each learner of ``--learners``,
 ``NCA`` or ``LMNN`` with ``n_components=--n-components, init='pca',
 max_iter=--max-iter, tol=0`` (every fit runs ``max_iter`` iterations):
 
@@ -18,15 +18,17 @@ process's peak RSS during ``fit`` above its RSS before; on the cluster: the larg
 worker's peak RSS during ``fit`` above its RSS before, and the driver's), the ratio of
 the cluster's time per iteration to the in-memory one, and the relative difference
 of the objectives (NCA's two fits follow the same iterates to rounding, LMNN's to
-the bit).
+the bit); then, per learner and mode, the growth exponent of the time per
+iteration in n between consecutive sizes.
 
 Usage::
 
     PYTHONPATH=. python benchmarks/scale.py [--sizes 10000 100000] [--max-iter 3]
-        [--n-components 10] [--chunks 8] [--learners nca lmnn]
+        [--n-components 10] [--chunks 8] [--learners nca lmnn] [--class-sep 1]
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -36,12 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import _reset_hwm, _status_kib, measure  # noqa: E402
 
 
-def _data(n):
+def _data(n, class_sep=1.0):
     from sklearn.datasets import make_classification
     from sklearn.preprocessing import StandardScaler
 
     X, y = make_classification(n_samples=n, n_features=50, n_informative=10,
-                               n_classes=10, random_state=0)
+                               n_classes=10, class_sep=class_sep, random_state=0)
     return StandardScaler().fit_transform(X), y
 
 
@@ -92,7 +94,19 @@ def _warm_up(learner):
         __import__("mahal.nca")
 
 
-def run(sizes, max_iter, n_components, n_chunks, learners=("nca", "lmnn")):
+def growth(rows):
+    """``(learner, mode, n₁, n₂, exponent)``: the slope of log(time per iteration)
+    against log(n) between consecutive sizes of each learner and mode."""
+    out = []
+    for (learner, mode) in dict.fromkeys((r[0], r[2]) for r in rows):
+        runs = sorted((r[1], r[3]) for r in rows if r[0] == learner and r[2] == mode)
+        for (n1, t1), (n2, t2) in zip(runs, runs[1:]):
+            out.append((learner, mode, n1, n2, math.log(t2 / t1) / math.log(n2 / n1)))
+    return out
+
+
+def run(sizes, max_iter, n_components, n_chunks, learners=("nca", "lmnn"),
+        class_sep=1.0):
     import dask.array as da
     from distributed import Client, LocalCluster
 
@@ -107,7 +121,7 @@ def run(sizes, max_iter, n_components, n_chunks, learners=("nca", "lmnn")):
     for learner in learners:
         _warm_up(learner)
         for n in sizes:
-            X, y = _data(n)
+            X, y = _data(n, class_sep)
             mem, mem_it, mem_setup, mem_total, mem_peak = _timed_fit(
                 make(learner, 2), X, y)
             rows.append((learner.upper(), n, "in memory (2 threads)", mem_it,
@@ -140,6 +154,9 @@ def run(sizes, max_iter, n_components, n_chunks, learners=("nca", "lmnn")):
         print(f"{learner:<7}  {n:<9}  {mode:<24}  {it:<10.3g}  {setup:<9.2f}  "
               f"{peak / 2**20:<9.0f} MiB   {driver:<11}  {ratio:<7.2f}  {rel:.1e}")
     print(rule)
+    for learner, mode, n1, n2, slope in growth(rows):
+        print(f"{learner} {mode}: time per iteration grows as n^{slope:.2f} "
+              f"from n = {n1} to {n2}")
 
 
 def main():
@@ -148,10 +165,14 @@ def main():
     parser.add_argument("--max-iter", type=int, default=3)
     parser.add_argument("--n-components", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--class-sep", type=float, default=1.0,
+                        help="make_classification's class_sep: larger gives classes "
+                             "further apart, and LMNN fewer impostors")
     parser.add_argument("--learners", nargs="+", choices=["nca", "lmnn"],
                         default=["nca", "lmnn"])
     args = parser.parse_args()
-    run(args.sizes, args.max_iter, args.n_components, args.chunks, args.learners)
+    run(args.sizes, args.max_iter, args.n_components, args.chunks, args.learners,
+        args.class_sep)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,17 @@ def test_paper_protocol_deskews_mnist(monkeypatch):
     assert "deskewed" in _harness.preprocessing_for("mnist", "paper")
     _harness.load_splits("mnist", "quick")
     assert calls[-1] == ("mnist", False)
+
+
+def test_scale_growth_exponent_is_the_log_log_slope():
+    import scale
+
+    # time per iteration t = 2e-9 n²  in memory, 3e-7 n^1.5 on the cluster
+    rows = [("LMNN", n, mode, c * n ** p, 0.0, 0, None, 1.0, 0.0)
+            for mode, c, p in (("memory", 2e-9, 2.0), ("cluster", 3e-7, 1.5))
+            for n in (10_000, 100_000, 1_000_000)]
+    slopes = {(mode, n1): s for _, mode, n1, _, s in scale.growth(rows)}
+    assert len(slopes) == 4
+    for n1 in (10_000, 100_000):
+        assert slopes[("memory", n1)] == pytest.approx(2.0)
+        assert slopes[("cluster", n1)] == pytest.approx(1.5)
