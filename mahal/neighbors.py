@@ -27,7 +27,7 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     and Hart, 1967) in the learned space of LMNN (Weinberger and Saul, 2009), NCA
     or any mahal learner:
 
-        ŷ(x) = argmax_c |{j ∈ kNN(x): y_j = c}|,
+        ŷ(x) = argmax_c #{j ∈ kNN(x): y_j = c},
         kNN(x) = the n_neighbors references j of smallest ‖G x − G x_j‖.
 
     The result is scikit-learn's ``KNeighborsClassifier(n_neighbors)`` (uniform
