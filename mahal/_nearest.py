@@ -14,8 +14,8 @@ block) and never holds more than one tile of distances: in memory by
 
 import numpy as np
 
-_TILE_ELEMS = 1 << 22  # distances in one tile (32 MB of float64)
-_TILE_COLUMNS = 1 << 13  # references per tile, at most
+_TILE_ELEMS = 1 << 18  # distances in one tile (2 MB of float64: stays in cache)
+_TILE_COLUMNS = 1 << 11  # references per tile, at most
 
 
 def squared_norms(Z):
@@ -51,19 +51,50 @@ def block_nearest(D, k):
 
 
 def merge_neighbors(lists, k):
-    """Merge neighbour lists ``(dist, index, label)`` over consecutive pieces of the
-    references (given in the order of the pieces) into the list of the ``k``
-    nearest over all of them.
+    """Merge neighbour lists (tuples of arrays of shape ``(n_queries, ≤ k)``,
+    distances first, then indices, then anything that goes with them) over
+    consecutive pieces of the references, given in the order of the pieces, into
+    the list of the ``k`` nearest over all of them.
 
     A stable sort by distance of the concatenated lists keeps equal distances in
     the order of the pieces, which is the order of the indices.
     """
     if len(lists) == 1:
         return lists[0]
-    dist, index, label = (np.concatenate([part[a] for part in lists], axis=1)
-                          for a in range(3))
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return tuple(np.take_along_axis(a, order, axis=1) for a in (dist, index, label))
+    merged = [np.concatenate([part[a] for part in lists], axis=1)
+              for a in range(len(lists[0]))]
+    order = np.argsort(merged[0], axis=1, kind="stable")[:, :k]
+    return tuple(np.take_along_axis(a, order, axis=1) for a in merged)
+
+
+def _add_tile(best, D, k, start):
+    """The list ``best`` (distances, indices) updated with a tile ``D`` of
+    distances to the references ``start, start + 1, ...`` (after those of
+    ``best``).
+
+    Once ``best`` holds ``k`` neighbours, only entries below its ``k``-th distance
+    can enter (an equal one has a higher index): a pass over the tile finds them,
+    and they are sorted with ``best``'s by (distance, index) per row.
+    """
+    if best is None or best[0].shape[1] < k:
+        near = block_nearest(D, k)
+        part = (np.take_along_axis(D, near, axis=1), near + start)
+        return part if best is None else merge_neighbors([best, part], k)
+    kth = best[0][:, -1]
+    hit = np.flatnonzero(D.min(axis=1) < kth)  # (the rows with a candidate: few)
+    if hit.size == 0:
+        return best
+    rows, cols = np.divmod(np.flatnonzero(D[hit] < kth[hit, None]), D.shape[1])
+    rows = hit[rows]
+    m = D.shape[0]
+    row = np.concatenate([np.repeat(np.arange(m), k), rows])
+    dist = np.concatenate([best[0].ravel(), D[rows, cols]])
+    index = np.concatenate([best[1].ravel(), cols + start])
+    order = np.lexsort((index, dist, row))
+    row = row[order]
+    rank = np.arange(row.shape[0]) - np.searchsorted(row, np.arange(m))[row]
+    keep = order[rank < k]  # (every row has at least k entries: exactly k kept)
+    return dist[keep].reshape(m, k), index[keep].reshape(m, k)
 
 
 def nearest_references(Z, references, labels, k, offset=0):
@@ -82,7 +113,8 @@ def nearest_references(Z, references, labels, k, offset=0):
     Returns
     -------
     dist : ndarray of shape (n_queries, min(k, n_references))
-        Squared distances, each row ascending.
+        Squared distances, each row ascending (by the Gram trick: one that rounds
+        below zero is kept so; :func:`distances` clips).
     index : ndarray of the same shape, int64
         The references' indices (plus ``offset``); among equal distances, the lower
         index comes first.
@@ -92,22 +124,23 @@ def nearest_references(Z, references, labels, k, offset=0):
     m, n = Z.shape[0], references.shape[0]
     columns = min(n, _TILE_COLUMNS)
     rows = max(1, _TILE_ELEMS // columns)
-    norms = squared_norms(references)
+    # ‖q − r‖² = ‖q‖² + ‖r‖² − 2 q·r as one product of [−2q, ‖q‖², 1] and
+    # [r, 1, ‖r‖²] (not clipped at zero: a distance rounded below zero ranks the
+    # same in every tile and merge; :func:`distances` clips)
+    norms = squared_norms(references)[:, None]
     kk = min(k, n)
     dist = np.empty((m, kk))
     index = np.empty((m, kk), dtype=np.int64)
-    label = np.empty((m, kk), dtype=labels.dtype)
     for r0 in range(0, m, rows):
+        Q = Z[r0:r0 + rows]
+        Q = np.hstack([-2.0 * Q, squared_norms(Q)[:, None], np.ones((Q.shape[0], 1))])
         best = None
         for c0 in range(0, n, columns):
-            D = squared_distances(Z[r0:r0 + rows], references[c0:c0 + columns],
-                                  norms[c0:c0 + columns])
-            near = block_nearest(D, k)
-            part = (np.take_along_axis(D, near, axis=1), near + (offset + c0),
-                    labels[c0:c0 + columns][near])
-            best = part if best is None else merge_neighbors([best, part], k)
-        dist[r0:r0 + rows], index[r0:r0 + rows], label[r0:r0 + rows] = best
-    return dist, index, label
+            c1 = min(c0 + columns, n)
+            R = np.hstack([references[c0:c1], np.ones((c1 - c0, 1)), norms[c0:c1]])
+            best = _add_tile(best, Q @ R.T, k, c0)
+        dist[r0:r0 + rows], index[r0:r0 + rows] = best
+    return dist, index + offset, labels[index]
 
 
 def vote(neighbors, n_classes):
@@ -128,7 +161,7 @@ def vote_labels(neighbors, classes):
 
 def distances(neighbors):
     """The neighbours' Euclidean distances, ``(n_queries, k)``."""
-    return np.sqrt(neighbors[0])
+    return np.sqrt(np.maximum(neighbors[0], 0.0))
 
 
 def indices(neighbors):

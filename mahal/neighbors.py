@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from ._nearest import distances, indices, nearest_references, vote, vote_labels
+from ._parallel import single_threaded_blas
 from ._validation import IntAtLeast, check_points, is_dask_array, require_y
 from .lmnn import LMNN
 
@@ -182,10 +183,16 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
             out = nearest_blocks(Z, self._references, self._labels, self.n_neighbors,
                                  results)
-            return out if lazy else dask.compute(*out)
-        neighbors = nearest_references(np.asarray(Z, dtype=np.float64),
-                                       self._references, self._labels,
-                                       self.n_neighbors)
+            if lazy:
+                return out
+            # (the tiles' products are small: BLAS's threads would only slow them;
+            # a distributed worker has one BLAS thread already)
+            with single_threaded_blas():
+                return dask.compute(*out)
+        with single_threaded_blas():
+            neighbors = nearest_references(np.asarray(Z, dtype=np.float64),
+                                           self._references, self._labels,
+                                           self.n_neighbors)
         return [finish(neighbors) for finish, _, _ in results]
 
     def predict_proba(self, X):
