@@ -46,7 +46,10 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     The queries may be a dask array too (then the results are dask arrays with
     their row chunks, computed when the caller computes them) or a NumPy array
     (then the results are NumPy arrays). Tasks run on the active
-    ``distributed.Client``, or else on dask's default scheduler.
+    ``distributed.Client``, or else on dask's default scheduler (there, compute a
+    lazy result inside ``threadpoolctl.threadpool_limits(1, user_api="blas")``:
+    the tiles' products are small, and BLAS's threads would compete with dask's;
+    a ``distributed`` worker has one BLAS thread already).
 
     Parameters
     ----------
