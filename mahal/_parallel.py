@@ -23,7 +23,6 @@ the same chunks and was slower; see ``docs/solver_notes.rst``.)
 import contextlib
 import functools
 import os
-import threading
 
 import numpy as np
 
@@ -58,43 +57,15 @@ def n_threads_for(n_jobs):
 def single_threaded_blas():
     """Context manager that limits BLAS to one thread.
 
-    Threads of the process may be inside at once (dask's threaded scheduler runs
-    tasks that each limit BLAS): the first in sets the limit and the last out lifts
-    it. (threadpoolctl's limit is process-wide; each thread restoring what it saw
-    on entry would leave BLAS at one thread for good once two overlap.)
-
     The ``threadpoolctl`` controller is built once per process: finding the loaded
     BLAS libraries reads ``/proc/self/maps``, which is slow next to a small fit.
     """
-    return _SingleThreadedBlas()
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
 
-
-class _SingleThreadedBlas:
-    lock = threading.Lock()
-    inside = 0  # threads inside
-    limiter = None
-
-    def __enter__(self):
-        global _BLAS_CONTROLLER
-        cls = type(self)
-        with cls.lock:
-            if cls.inside == 0:
-                if _BLAS_CONTROLLER is None:
-                    from threadpoolctl import ThreadpoolController
-
-                    _BLAS_CONTROLLER = ThreadpoolController()
-                cls.limiter = _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
-            cls.inside += 1
-        return self
-
-    def __exit__(self, *exc):
-        cls = type(self)
-        with cls.lock:
-            cls.inside -= 1
-            if cls.inside == 0:
-                cls.limiter.restore_original_limits()
-                cls.limiter = None
-        return False
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def blas_threads(n_threads, kernels_threaded=False):

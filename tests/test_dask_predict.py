@@ -108,22 +108,6 @@ def test_nan_in_one_block_raises_the_in_memory_message(data, energy):
             assert str(dask_error.value) == str(numpy_error.value)
 
 
-def test_threaded_blocks_leave_blas_threads_as_they_were():
-    # each block's energy (above the small problems' dense path) limits BLAS to one
-    # thread; with dask's threaded scheduler blocks overlap, and BLAS must get its
-    # threads back at the end
-    from threadpoolctl import threadpool_info
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    X, y = _classes(3000, d=5, seed=2)
-    clf = LMNNEnergyClassifier(LMNN(max_iter=5)).fit(X, y)
-    before = blas_threads()
-    clf.predict(da.from_array(X, chunks=(100, 5))).compute(scheduler="threads")
-    assert blas_threads() == before
-
-
 def test_dask_input_is_checked_up_front(data, energy):
     X, y, Xq, nca = data
     proto = PrototypeClassifier(metric_learner=nca, prefit=True).fit(X, y)

@@ -40,38 +40,6 @@ def test_single_threaded_blas_limits_and_restores():
         assert _blas_threads() == before
 
 
-def test_single_threaded_blas_from_threads_leaving_out_of_order():
-    # two threads inside at once (as dask's threaded scheduler runs tasks), the
-    # first in leaving first: BLAS keeps one thread while the second is inside and
-    # gets its own setting back when the second leaves
-    import threading
-
-    before = _blas_threads()
-    first_in, second_in, first_out = (threading.Event() for _ in range(3))
-    seen = {}
-
-    def first():
-        with single_threaded_blas():
-            first_in.set()
-            second_in.wait()
-        first_out.set()
-
-    def second():
-        first_in.wait()
-        with single_threaded_blas():
-            second_in.set()
-            first_out.wait()
-            seen["inside"] = _blas_threads()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert seen["inside"] == [1] * len(before)
-    assert _blas_threads() == before
-
-
 @pytest.mark.parametrize("n_threads, kernels_threaded, limited",
                          [(1, False, True), (2, False, False), (2, True, True)])
 def test_blas_policy(n_threads, kernels_threaded, limited):
