@@ -34,6 +34,7 @@ _PUBLIC = {
     "MLKR": "mlkr",
     "NCMML": "ncmml",
     "PrototypeClassifier": "prototype",
+    "MetricKNeighborsClassifier": "neighbors",
     "SCML": "scml",
     "SCML_Supervised": "scml",
 }

@@ -10,9 +10,11 @@ computed.
 """
 
 import numpy as np
+from sklearn.utils import column_or_1d
+from sklearn.utils.validation import assert_all_finite
 
 from ._tuple_mixins import _row_norms
-from ._validation import _check_finite
+from ._validation import _check_finite, check_classes, is_dask_array
 
 
 def _no_preprocessor(estimator, name):
@@ -59,6 +61,46 @@ def check_dask_points(estimator, X, *, n_features=None, dtypes=(np.float64,),
     if X.dtype not in dtypes:
         X = X.astype(dtypes[0])
     return X.rechunk({1: -1})
+
+
+def check_dask_fit(estimator, X, y, *, classification=False, ensure_min_samples=1):
+    """Check a dask array ``X`` and its labels ``y`` for ``fit`` (the in-memory
+    messages); ``y`` is computed, ``X`` stays lazy.
+
+    Parameters
+    ----------
+    estimator : estimator
+        Gets ``n_features_in_``.
+    X : dask.array.Array of shape (n_samples, n_features)
+    y : array-like or dask.array.Array of shape (n_samples,)
+    classification : bool
+        Check that ``y`` holds class labels of at least 2 classes.
+    ensure_min_samples : int
+
+    Returns
+    -------
+    X : dask.array.Array
+        As :func:`check_dask_points` returns it.
+    y : ndarray of shape (n_samples,)
+    """
+    X = check_dask_points(estimator, X)
+    n, d = X.shape
+    if n < ensure_min_samples or d == 0:
+        raise ValueError(f"Found array with {n} sample(s) and {d} feature(s) (shape="
+                         f"{X.shape}) while a minimum of {ensure_min_samples} sample(s) "
+                         f"and 1 feature is required.")
+    y = column_or_1d(y.compute() if is_dask_array(y) else np.asarray(y), warn=True)
+    if y.shape[0] != n:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                         f"[{n}, {y.shape[0]}]")
+    if y.dtype.kind in "fc":
+        assert_all_finite(y, input_name="y")
+    if classification:
+        check_classes(estimator, y)
+    estimator.n_features_in_ = d
+    if hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+    return X, y
 
 
 def transform_blocks(estimator, X):

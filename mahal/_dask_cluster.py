@@ -16,11 +16,9 @@ the learner's in-memory solver runs.
 import functools
 
 import numpy as np
-from sklearn.utils import column_or_1d
-from sklearn.utils.validation import assert_all_finite
 
-from ._dask_arrays import check_dask_points
-from ._validation import _check_finite, check_classes, check_scale_value
+from ._dask_arrays import check_dask_fit
+from ._validation import _check_finite, check_scale_value
 
 # A broadcast evaluation may use this fraction of the smallest worker's memory limit.
 BUDGET_FRACTION = 0.5
@@ -73,26 +71,11 @@ def distribute_points(estimator, X, y, *, bytes_per_point, classification=False,
                             y.compute() if is_dask_array(y) else y,
                             classification=classification,
                             ensure_min_samples=ensure_min_samples)
-    X = check_dask_points(estimator, X)
+    X, y = check_dask_fit(estimator, X, y, classification=classification,
+                          ensure_min_samples=ensure_min_samples)
     n, d = X.shape
-    if n < ensure_min_samples or d == 0:
-        raise ValueError(f"Found array with {n} sample(s) and {d} feature(s) (shape="
-                         f"{X.shape}) while a minimum of {ensure_min_samples} sample(s) "
-                         f"and 1 feature is required.")
-    y = column_or_1d(y.compute() if is_dask_array(y) else np.asarray(y), warn=True)
-    if y.shape[0] != n:
-        raise ValueError(f"Found input variables with inconsistent numbers of samples: "
-                         f"[{n}, {y.shape[0]}]")
-    if y.dtype.kind in "fc":
-        assert_all_finite(y, input_name="y")
-    if classification:
-        check_classes(estimator, y)
     check_budget(client, n, d, bytes_per_point(d))
-    points = DistributedPoints(X, client)
-    estimator.n_features_in_ = d
-    if hasattr(estimator, "feature_names_in_"):
-        del estimator.feature_names_in_
-    return points, y
+    return DistributedPoints(X, client), y
 
 
 def check_budget(client, n, d, bytes_per_point):

@@ -6,6 +6,7 @@ for plain points ``X`` defer to scikit-learn's ``validate_data`` (so that
 in scikit-learn); tuples of points (pairs, triplets) are checked here.
 """
 
+import functools
 import numbers
 import sys
 
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .exceptions import PreprocessorError
 
@@ -213,6 +214,30 @@ def is_dask_array(X):
     dask's can only exist once dask is imported)."""
     module = sys.modules.get("dask.array")
     return module is not None and isinstance(X, module.Array)
+
+
+def dask_rows(columns):
+    """Decorate a fitted classifier's method ``method(self, X)`` so that a dask array
+    ``X`` gives a dask array with ``X``'s row chunks, each block computed by the
+    method itself on that block (:func:`mahal._dask_predict.map_row_blocks`).
+
+    ``columns``: ``'classes'`` for one float column per class, None for one label
+    per row.
+    """
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, X):
+            if is_dask_array(X):  # (lazily, block by block)
+                from ._dask_predict import map_row_blocks
+
+                check_is_fitted(self, "classes_")
+                n = self.classes_.shape[0] if columns == "classes" else None
+                return map_row_blocks(self, method.__name__, X, n)
+            return method(self, X)
+
+        return wrapper
+
+    return decorate
 
 
 def check_tuples(tuples, tuple_size, preprocessor=None, name=None, n_features=None):

@@ -19,7 +19,7 @@ from ._lmnn_neighbors import lmnn_energy, prepare_energy, select_target_neighbor
 from ._lmnn_solver import lmnn_solve
 from ._parallel import fit_threads, n_threads_for
 from ._validation import (N_JOBS, IntAtLeast, check_n_components, check_points,
-                          is_dask_array, require_y)
+                          dask_rows, is_dask_array, require_y)
 from .base import (
     MahalanobisMixin,
     SupervisedMixin,
@@ -523,33 +523,38 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         self._k = k
         return self
 
+    @dask_rows("classes")
     def energy(self, X):
         """Energies ``E(x, c)`` of every point for every class.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
 
         Returns
         -------
-        E : ndarray of shape (n_samples, n_classes)
-            Columns follow ``classes_``.
+        E : ndarray or dask.array.Array of shape (n_samples, n_classes)
+            Columns follow ``classes_``. For a dask ``X``, a dask array with its row
+            chunks, each block computed (when the caller computes it) as an
+            in-memory ``X``.
         """
         check_is_fitted(self, "classes_")
         X = check_points(self, X, reset=False)
         return lmnn_energy(self._training_side, X @ self._components.T, self._k,
                            self._mu, n_threads=n_threads_for(self.n_jobs))
 
+    @dask_rows(None)
     def predict(self, X):
         """Label of minimal energy for every point.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
 
         Returns
         -------
-        y : ndarray of shape (n_samples,)
+        y : ndarray or dask.array.Array of shape (n_samples,)
+            A dask array with ``X``'s row chunks for a dask ``X`` (lazily).
         """
         E = self.energy(X)
         return self.classes_[np.argmin(E, axis=1)]

@@ -15,7 +15,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_points, require_y
+from ._nearest import squared_distances
+from ._validation import check_points, dask_rows, require_y
 
 _BLOCK = 256          # query rows per block of the attention's point-to-point scores
 _TEMPERATURE_ROWS = 500  # at most this many training points fit the attention's
@@ -32,9 +33,7 @@ def _distances(Z, P, metric):
     ``P`` already normalised for 'cosine')."""
     if metric == "cosine":
         return 1.0 - Z @ P.T
-    D = (np.einsum("ij,ij->i", Z, Z)[:, None] + np.einsum("ij,ij->i", P, P)[None, :]
-         - 2.0 * (Z @ P.T))
-    return np.maximum(D, 0.0)
+    return squared_distances(Z, P)
 
 
 def _class_means(Z, y_enc, n_classes):
@@ -253,16 +252,17 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classes_")
         return self._embed(check_points(self, X, reset=False))
 
+    @dask_rows("classes")
     def predict_log_proba(self, X):
         """Log-probabilities of the classes (columns follow ``classes_``).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
 
         Returns
         -------
-        log_proba : ndarray of shape (n_samples, n_classes)
+        log_proba : ndarray or dask.array.Array of shape (n_samples, n_classes)
         """
         Z = self._check_input(X)
         beta = 1.0 / self.temperature_
@@ -278,30 +278,32 @@ class PrototypeClassifier(ClassifierMixin, BaseEstimator):
                 out[r0:r0 + _BLOCK, c] = logsumexp(logits[:, sup_enc == c], axis=1) - total
         return out
 
+    @dask_rows("classes")
     def predict_proba(self, X):
         """Class probabilities: softmax over negative distances divided by ``T``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_classes)
+        proba : ndarray or dask.array.Array of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
         return np.exp(self.predict_log_proba(X))
 
+    @dask_rows(None)
     def predict(self, X):
         """Label of the nearest prototype (or of the most attended class).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
 
         Returns
         -------
-        y : ndarray of shape (n_samples,)
+        y : ndarray or dask.array.Array of shape (n_samples,)
         """
         if self.aggregate == "mean":
             Z = self._check_input(X)
