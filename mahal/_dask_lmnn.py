@@ -70,10 +70,10 @@ from . import _lmnn_dense
 from ._dask_cluster import aligned_task
 from ._dask_cluster import distribute_points as _distribute_points
 from ._lazy import lazy_module
-from ._lmnn_neighbors import (_SEARCH_BLOCK, _SMALL_SEARCH, _sq_norms, class_targets,
-                              target_classes)
+from ._lmnn_neighbors import _SEARCH_BLOCK, _SMALL_SEARCH, class_targets, target_classes
 from ._lmnn_problem import (_ROWS_PER_THREAD, _STREAM_LANES, _THREADED_ELEMS,
                             _THREADED_FLOPS, _Problem, _screens)
+from ._nearest import squared_norms
 from ._parallel import SERIAL
 
 kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
@@ -268,7 +268,7 @@ def _search_block(static, point, chunk, classes, radius, scale, low_precision,
         rows = r0 + np.flatnonzero(problem.y[r0:r1] != c)
         cols = members[c]
         Zr, Zc = Z[rows], Z[cols]
-        norm_rows, norm_cols = _sq_norms(Zr), _sq_norms(Zc)
+        norm_rows, norm_cols = squared_norms(Zr), squared_norms(Zc)
         rho_rows = rho2[rows]
         never = np.full(cols.shape[0], -np.inf)  # (the columns' pairs: their tasks)
         if low_precision:

@@ -21,6 +21,7 @@ kernel path's impostor searches.
 import numpy as np
 
 from ._lazy import NumpyBudget
+from ._nearest import squared_distances, squared_norms
 
 # Dense evaluation when n ≤ _MAX_N and the impostor terms (n² k per evaluation)
 # and the distance products (n² r) stay below these counts. (A dense fit is slower
@@ -263,13 +264,12 @@ def energy(training_side, Z_test, n_neighbors, mu):
     margin = np.where(valid, 1.0 + target_dist, -np.inf)
     onehot = np.zeros((n, C))
     onehot[np.arange(n), y] = 1.0
-    norms = np.einsum("ij,ij->i", Z, Z)
+    norms = squared_norms(Z)
     E = np.empty((Z_test.shape[0], C))
     step = max(1, _MAX_TRIPLETS // (n * max(n_neighbors, target_neighbors.shape[1], 1)))
     for s in range(0, Z_test.shape[0], step):
         Zt = Z_test[s:s + step]
-        D = np.einsum("ij,ij->i", Zt, Zt)[:, None] + norms[None, :] - 2.0 * (Zt @ Z.T)
-        np.maximum(D, 0.0, out=D)
+        D = squared_distances(Zt, Z, norms)
         # the test point as an impostor of training point i: Σ_j [1 + d_ij − D_ti]_+,
         # summed over the training points of the other classes
         push = np.maximum(margin[None, :, :] - D[:, :, None], 0.0).sum(axis=2)

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _lmnn_dense
 from ._lazy import lazy_module
+from ._nearest import squared_distances, squared_norms
 from ._parallel import SERIAL, RowChunkPool, blas_threads
 
 kernels = lazy_module("mahal._lmnn_search_kernels")  # (numba: imported on first use)
@@ -72,17 +73,13 @@ def class_targets(X, members, s, e, kc, kk):
     by exact distances (ties: lower index first; :func:`kernels.nearest_in_class`)."""
     Xc = np.asarray(X, dtype=np.float64)[members]
     Xm = Xc - Xc.mean(axis=0)
-    nc = _sq_norms(Xm)
+    nc = squared_norms(Xm)
     out = np.empty((e - s, kc), dtype=np.int64)
     step = max(1, _BLOCK_ELEMS // members.shape[0])
     for a in range(s, e, step):
         b = min(a + step, e)
         kernels.nearest_in_class(Xc, Xm[a:b] @ Xm.T, nc, a, kk, kc, out[a - s:b - s])
     return members[out]
-
-
-def _sq_norms(Z):
-    return np.einsum("ij,ij->i", Z, Z)
 
 
 def find_impostors(Z, y, rho2, pool=SERIAL, low_precision=False, max_pairs=None):
@@ -127,7 +124,7 @@ def find_impostors(Z, y, rho2, pool=SERIAL, low_precision=False, max_pairs=None)
     # are contiguous slices (no gathers per block).
     order = np.argsort(y, kind="stable").astype(np.int64)
     Zs = Z[order]
-    norms = _sq_norms(Zs)
+    norms = squared_norms(Zs)
     rs = rho2[order]
     Zg = Zs.astype(np.float32) if low_precision else Zs
     bounds = np.searchsorted(y[order], np.unique(y), side="right")
@@ -231,13 +228,11 @@ def lmnn_energy(training_side, Z_test, n_neighbors, mu, n_threads=1):
 def _energy_blocks(Z, y, target_neighbors, target_dist, class_start, Z_test,
                    n_neighbors, mu, pool, E):
     m, n = Z_test.shape[0], Z.shape[0]
-    train_norms = _sq_norms(Z)
+    train_norms = squared_norms(Z)
     step = max(1, _BLOCK_ELEMS // max(1, n))
     for s in range(0, m, step):
         Z_block = Z_test[s:s + step]
-        D = (_sq_norms(Z_block)[:, None] + train_norms[None, :]
-             - 2.0 * (Z_block @ Z.T))
-        np.maximum(D, 0.0, out=D)
+        D = squared_distances(Z_block, Z, train_norms)
         out = E[s:s + step]
         pool.map(lambda chunk: kernels.energy_block(
             D, y, class_start, n_neighbors, target_dist, target_neighbors, mu,

@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
 from ._lazy import lazy_module
-from ._lmnn_neighbors import _SEARCH_BLOCK, _sq_norms, find_impostors
+from ._lmnn_neighbors import _SEARCH_BLOCK, find_impostors
+from ._nearest import squared_norms
 from ._parallel import SERIAL
 
 kernels = lazy_module("mahal._lmnn_kernels")  # (numba: imported on first use)
@@ -264,7 +265,7 @@ class _Problem:
         n, k = self.target_neighbors.shape
         order, _, targets_sorted, _ = self._stream_tasks()
         Zs = np.ascontiguousarray(Z[order], dtype=np.float64)
-        norms = _sq_norms(Zs)
+        norms = squared_norms(Zs)
         target_dist, radius = np.empty((n, k)), np.empty(n)
         self._rows(lambda a, b: kernels.target_table(Zs, targets_sorted, a, b,
                                                      target_dist, radius), Zs.size)
