@@ -7,6 +7,7 @@ task per (query block × reference chunk) tile (:mod:`mahal._dask_predict`).
 """
 
 import functools
+import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
@@ -17,6 +18,13 @@ from ._nearest import distances, indices, nearest_references, vote, vote_labels
 from ._parallel import single_threaded_blas
 from ._validation import IntAtLeast, check_points, is_dask_array, require_y
 from .lmnn import LMNN
+
+
+def _check_at_most(k, n_samples_fit):
+    """scikit-learn's error for more neighbours than references."""
+    if k > n_samples_fit:
+        raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                         f"{k}, n_samples_fit = {n_samples_fit}.")
 
 
 class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
@@ -146,9 +154,7 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
             X, y = check_dask_fit(self, X, y, classification=True)
         else:
             X, y = check_points(self, X, y, classification=True)
-        if self.n_neighbors > X.shape[0]:
-            raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
-                             f"{self.n_neighbors}, n_samples_fit = {X.shape[0]}.")
+        _check_at_most(self.n_neighbors, X.shape[0])
         if self.metric_learner is None:
             learner = LMNN(n_neighbors=self.n_neighbors).fit(X, y)
         elif self.prefit:
@@ -168,9 +174,11 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_fit_ = X.shape[0]
         return self
 
-    def _from_neighbors(self, X, *results):
-        """Each ``(finish, columns, dtype)`` of ``results`` applied to the neighbour
-        lists of ``X``'s points (see :mod:`mahal._nearest`)."""
+    def _from_neighbors(self, X, *results, k=None):
+        """Each ``(finish, columns, dtype)`` of ``results`` applied to the lists of
+        the ``k`` (default ``n_neighbors``) nearest references of ``X``'s points
+        (see :mod:`mahal._nearest`)."""
+        k = self.n_neighbors if k is None else k
         lazy = is_dask_array(X)
         if lazy:
             from ._dask_arrays import check_dask_points
@@ -184,8 +192,7 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
             from ._dask_predict import nearest_blocks
 
-            out = nearest_blocks(Z, self._references, self._labels, self.n_neighbors,
-                                 results)
+            out = nearest_blocks(Z, self._references, self._labels, k, results)
             if lazy:
                 return out
             # (the tiles' products are small: BLAS's threads would only slow them;
@@ -194,8 +201,7 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
                 return dask.compute(*out)
         with single_threaded_blas():
             neighbors = nearest_references(np.asarray(Z, dtype=np.float64),
-                                           self._references, self._labels,
-                                           self.n_neighbors)
+                                           self._references, self._labels, k)
         return [finish(neighbors) for finish, _, _ in results]
 
     def predict_proba(self, X):
@@ -232,12 +238,15 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         finish = functools.partial(vote_labels, classes=self.classes_)
         return self._from_neighbors(X, (finish, None, self.classes_.dtype))[0]
 
-    def kneighbors(self, X, return_distance=True):
-        """The nearest references of each point, nearest first.
+    def kneighbors(self, X, n_neighbors=None, return_distance=True):
+        """The nearest references of each point, nearest first (the arguments of
+        scikit-learn's ``KNeighborsClassifier.kneighbors``, ``X`` required).
 
         Parameters
         ----------
         X : array-like or dask.array.Array of shape (n_queries, n_features)
+        n_neighbors : int, default=None
+            Number of neighbours; None: ``n_neighbors`` of the classifier.
         return_distance : bool, default=True
             Also return the distances.
 
@@ -251,9 +260,12 @@ class MetricKNeighborsClassifier(ClassifierMixin, BaseEstimator):
             distances the lower index first.
         """
         check_is_fitted(self, "classes_")
-        k = self.n_neighbors
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"Expected n_neighbors > 0 (an integer), got {k!r}.")
+        _check_at_most(k, self.n_samples_fit_)
         results = [(indices, k, np.int64)]
         if return_distance:
             results.insert(0, (distances, k, np.float64))
-        out = self._from_neighbors(X, *results)
+        out = self._from_neighbors(X, *results, k=k)
         return tuple(out) if return_distance else out[0]

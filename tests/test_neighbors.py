@@ -198,3 +198,24 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (UserWarning, ConvergenceWarning))
         check(estimator)
+
+
+def test_kneighbors_takes_n_neighbors_second_as_sklearn():
+    # scikit-learn's kneighbors(X, n_neighbors, return_distance): the second
+    # positional argument is the number of neighbours, not return_distance
+    X, y = _data()
+    Xq, _ = _data(n=50, seed=1)
+    nca = NCA(n_components=3, max_iter=30, random_state=0).fit(X, y)
+    clf = MetricKNeighborsClassifier(nca, n_neighbors=3, prefit=True).fit(X, y)
+    ref = KNeighborsClassifier(n_neighbors=3).fit(nca.transform(X), y)
+    Zq = nca.transform(Xq)
+    dist, ind = clf.kneighbors(Xq, 6)
+    ref_dist, ref_ind = ref.kneighbors(Zq, 6)
+    assert ind.shape == (50, 6)
+    np.testing.assert_array_equal(ind, ref_ind)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-10, atol=1e-6)
+    np.testing.assert_array_equal(clf.kneighbors(Xq, 6, False), ref_ind)
+    with pytest.raises(ValueError, match="n_neighbors <= n_samples_fit"):
+        clf.kneighbors(Xq, X.shape[0] + 1)
+    with pytest.raises(ValueError, match="n_neighbors > 0"):
+        clf.kneighbors(Xq, 0)
