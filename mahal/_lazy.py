@@ -18,7 +18,8 @@ class lazy_module:
 
     def __getattr__(self, attr):
         module = sys.modules.get(self._name)
-        if module is None:
+        # (a module another thread is still importing: import_module waits for it)
+        if module is None or getattr(module.__spec__, "_initializing", False):
             module = importlib.import_module(self._name)
         return getattr(module, attr)
 

@@ -59,3 +59,19 @@ def test_compilation_time_adds_up_over_kernels(notice, monkeypatch):
     monkeypatch.setattr(_jit, "NOTICE_AFTER", first * 1.0001)
     _fresh_kernel("mahal._probe", 17)(x)
     assert len(notice()) == 1
+
+
+def test_kernel_module_first_used_from_several_threads_at_once():
+    # Threads that reach a lazy kernel module while another thread is still
+    # importing it wait for the import (they used to get the partly initialised
+    # module: "has no attribute ..."). In a fresh process, so that the module is
+    # not imported yet.
+    from _fresh_process import fresh_output
+
+    out = fresh_output(
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from mahal._lazy import lazy_module\n"
+        "k = lazy_module('mahal._lmnn_multi_kernels')\n"
+        "with ThreadPoolExecutor(4) as ex:\n"
+        "    print(sum(ex.map(lambda _: callable(k.anchor_pass), range(8))))\n")
+    assert out.strip() == "8"
