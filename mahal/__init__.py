@@ -14,6 +14,7 @@ _PUBLIC = {
     "MMC_Supervised": "mmc",
     "LMNN": "lmnn",
     "LMNNEnergyClassifier": "lmnn",
+    "LMNNMultiMetricClassifier": "lmnn_multi",
     "Constraints": "constraints",
     "load_dataset": "datasets",
     "MahalanobisDistance": "base",

@@ -12,7 +12,7 @@ synthetic problems chosen to take each code path whose kernels differ (LMNN: ser
 and threaded evaluation, float64 and float32 products, the blocked impostor search,
 above the bounds of its NumPy path for small problems; MMC: full and diagonal;
 TripletMargin_Supervised: each mining rule; ITML; SDML above 64 features), and
-predicts with ``LMNNEnergyClassifier``; NCA and MLKR (their single-block
+predicts with ``LMNNEnergyClassifier``; fits ``LMNNMultiMetricClassifier``; NCA and MLKR (their single-block
 softmax on small problems). Later processes load the kernels from the cache.
 """
 
@@ -40,8 +40,8 @@ def _pairs(X, y, n_pairs=100, seed=0):
 def compile_all(verbose=False):
     """Fit every learner on small problems, so that every kernel is compiled and
     cached. Returns the seconds taken."""
-    from . import (ITML_Supervised, LMNN, MMC, LMNNEnergyClassifier, MMC_Supervised,
-                   _mmc_small)
+    from . import (ITML_Supervised, LMNN, MMC, LMNNEnergyClassifier,
+                   LMNNMultiMetricClassifier, MMC_Supervised, _mmc_small)
 
     t0 = time.perf_counter()
 
@@ -70,6 +70,10 @@ def compile_all(verbose=False):
                                    n_neighbors=3).fit(X, y)
         clf.predict(X[:100])
         say("LMNNEnergyClassifier")
+        for n_jobs in (1, 2):
+            LMNNMultiMetricClassifier(LMNN(max_iter=5, random_state=0), max_iter=3,
+                                      n_jobs=n_jobs).fit(X, y)
+        say("LMNNMultiMetricClassifier")
         X, y = tiny
         # (with its NumPy steps for small problems switched off: the kernels of
         # larger ones)

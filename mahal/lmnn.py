@@ -496,26 +496,7 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         k, mu = self.n_neighbors, _push_weight(self)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
-        if self.metric_learner is None:
-            learner = LMNN(n_neighbors=k, regularization=self.regularization,
-                           weight_push_loss=self.weight_push_loss, n_jobs=self.n_jobs)
-            learner.fit(X, y)
-        elif self.prefit:
-            check_is_fitted(self.metric_learner, "components_")
-            learner = self.metric_learner
-        else:
-            learner = clone(self.metric_learner).fit(X, y)
-        self.metric_learner_ = learner
-        # the learner's own targets if it has them for these points (after
-        # multi-pass: chosen in the learned space), so they are not searched twice
-        learned_targets = getattr(learner, "target_neighbors_", None)
-        if np.shape(learned_targets) != (X.shape[0], k):
-            learned_targets = None
-        self.classes_, y_enc, targets = _prepare_targets(self, X, y, k, learned_targets)
-        G = np.asarray(learner.components_, dtype=np.float64)
-        if G.shape[1] != X.shape[1]:
-            raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
-                             f"{X.shape[1]}.")
+        y_enc, targets, G = _start_metric(self, X, y)
         self._training_side = prepare_energy(X @ G.T, y_enc, targets,
                                              self.classes_.shape[0])
         self._components = G
@@ -558,3 +539,35 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         """
         E = self.energy(X)
         return self.classes_[np.argmin(E, axis=1)]
+
+
+def _start_metric(estimator, X, y, **defaults):
+    """The metric of a classifier built on LMNN (``metric_learner``, ``prefit``,
+    ``n_neighbors``, ``regularization``, ``weight_push_loss``, ``n_jobs``): the
+    learner fitted (a clone), taken as it is (``prefit``), or, if None, an LMNN with
+    the classifier's parameters (and ``defaults``) fitted. Sets ``metric_learner_``
+    and ``classes_``; returns the encoded labels, the target neighbours (the
+    learner's own if it has them for these points, as after a multi-pass fit: not
+    searched twice) and the learner's ``components_``."""
+    k = estimator.n_neighbors
+    if estimator.metric_learner is None:
+        learner = LMNN(n_neighbors=k, regularization=estimator.regularization,
+                       weight_push_loss=estimator.weight_push_loss,
+                       n_jobs=estimator.n_jobs, **defaults)
+        learner.fit(X, y)
+    elif estimator.prefit:
+        check_is_fitted(estimator.metric_learner, "components_")
+        learner = estimator.metric_learner
+    else:
+        learner = clone(estimator.metric_learner).fit(X, y)
+    estimator.metric_learner_ = learner
+    learned_targets = getattr(learner, "target_neighbors_", None)
+    if np.shape(learned_targets) != (X.shape[0], k):
+        learned_targets = None
+    estimator.classes_, y_enc, targets = _prepare_targets(estimator, X, y, k,
+                                                          learned_targets)
+    G = np.asarray(learner.components_, dtype=np.float64)
+    if G.shape[1] != X.shape[1]:
+        raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
+                         f"{X.shape[1]}.")
+    return y_enc, targets, G

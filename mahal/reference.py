@@ -231,6 +231,101 @@ def lmnn(X, y, target_neighbors, mu=0.5, solver=None):
     Mv = 0.5 * (M.value + M.value.T)
     return Mv, float(prob.value)
 
+
+def lmnn_multi_metric_objective(Ms, X, y, target_neighbors, mu=0.5):
+    """The multiple-metric LMNN objective (plain numpy, all triplets explicit).
+
+    ``(1 − μ) Σ_{i, j(i)} d_{y_i}(x_i, x_j) + μ Σ_{i, j(i), l: y_l ≠ y_i}
+    [1 + d_{y_i}(x_i, x_j) − d_{y_l}(x_i, x_l)]_+`` with ``d_c`` the squared
+    distance in class ``c``'s metric ``M_c`` (Weinberger & Saul 2009, section 5).
+
+    Parameters
+    ----------
+    Ms : array-like of shape (n_classes, d, d)
+        One metric per class, in the order of the sorted labels.
+    X : array-like of shape (n, d)
+    y : array-like of shape (n,)
+    target_neighbors : array-like of shape (n, k), int (−1 = none)
+    mu : float in (0, 1), default=0.5
+
+    Returns
+    -------
+    objective : float
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Ms = np.asarray(Ms, dtype=np.float64)
+    _, yc = np.unique(y, return_inverse=True)
+    tn = np.asarray(target_neighbors)
+    i, j = np.nonzero(tn >= 0)
+    j = tn[i, j]
+    dij = X[i] - X[j]
+    pull = np.einsum("pa,pab,pb->", dij, Ms[yc[i]], dij)
+    t = lmnn_triplets(yc, tn)
+    if t.shape[0] == 0:
+        return float((1 - mu) * pull)
+    a = X[t[:, 0]] - X[t[:, 1]]
+    b = X[t[:, 0]] - X[t[:, 2]]
+    h = (1 + np.einsum("pa,pab,pb->p", a, Ms[yc[t[:, 0]]], a)
+         - np.einsum("pa,pab,pb->p", b, Ms[yc[t[:, 2]]], b))
+    return float((1 - mu) * pull + mu * np.maximum(h, 0).sum())
+
+
+def lmnn_multi_metric(X, y, target_neighbors, mu=0.5, solver=None):
+    """Multiple-metric LMNN solved to optimality as an SDP (small problems only).
+
+    As :func:`lmnn` with one PSD matrix ``M_c`` per class: a target pair's distance
+    in its class's metric, an impostor pair's in the impostor's.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+    y : array-like of shape (n,)
+    target_neighbors : array-like of shape (n, k), int (−1 = none)
+    mu : float in (0, 1)
+    solver : str, optional
+        A cvxpy solver name (default: Clarabel if installed, else SCS).
+
+    Returns
+    -------
+    Ms : ndarray of shape (n_classes, d, d)
+    objective : float
+    """
+    cp = _cvxpy()
+    X = np.asarray(X, dtype=np.float64)
+    _, yc = np.unique(y, return_inverse=True)
+    tn = np.asarray(target_neighbors)
+    d, C = X.shape[1], int(yc.max()) + 1
+    Ms = [cp.Variable((d, d), PSD=True) for _ in range(C)]
+    vecs = cp.hstack([cp.vec(M, order="C") for M in Ms])  # (C d²,)
+    i, jj = np.nonzero(tn >= 0)
+    j = tn[i, jj]
+    dij = X[i] - X[j]
+    outer = lambda v: np.einsum("pi,pj->pij", v, v).reshape(v.shape[0], d * d)  # noqa: E731
+
+    def in_metric(rows, classes):
+        # rows of (n_rows, C d²): each row's outer product in its class's block
+        out = np.zeros((rows.shape[0], C * d * d))
+        for c in range(C):
+            m = classes == c
+            out[m, c * d * d:(c + 1) * d * d] = rows[m]
+        return out
+
+    pull = cp.sum(in_metric(outer(dij), yc[i]) @ vecs)
+    t = lmnn_triplets(yc, tn)
+    a = X[t[:, 0]] - X[t[:, 1]]
+    b = X[t[:, 0]] - X[t[:, 2]]
+    A = in_metric(outer(a), yc[t[:, 0]]) - in_metric(outer(b), yc[t[:, 2]])
+    xi = cp.Variable(t.shape[0], nonneg=True)
+    prob = cp.Problem(cp.Minimize((1 - mu) * pull + mu * cp.sum(xi)),
+                      [xi >= 1 + A @ vecs])
+    if solver is None:
+        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the multiple-metric LMNN SDP: "
+                           f"status {prob.status}.")
+    return np.array([0.5 * (M.value + M.value.T) for M in Ms]), float(prob.value)
+
 # === end LMNN ===
 
 
