@@ -99,16 +99,18 @@ def incoming_pass(Z, pos, y, k, wt, targeted_by_ptr, targeted_by, in_ptr, in_edg
                 _axpy_diff(U, pj, w, Z, pos[c, cand_src[e]], pj)
 
 
-@njit(cache=True, nogil=True)
-def margin_radii(Z, pos, y, targets, r0, r1, radius):
-    """``radius[i] = max_k d_{y_i}(i, T_ik)`` (−1 without target neighbours)."""
-    for i in range(r0, r1):
-        a = y[i]
-        rmax = -1.0
-        for kk in range(targets.shape[1]):
-            j = targets[i, kk]
-            if j >= 0:
-                d = _sqdist(Z, pos[a, i], pos[a, j])
-                if d > rmax:
-                    rmax = d
-        radius[i] = rmax
+
+@njit(cache=True, nogil=True, fastmath=True)
+def impostor_energy(D, margin, r0, r1, out):
+    """``out[t] = Σ_i Σ_j [margin[i, j] − D[t, i]]_+`` for ``r0 ≤ t < r1``: the
+    hinges a test point at squared distances ``D[t]`` causes as an impostor of
+    training points with triplet margins ``1 + d_ij`` (−inf: no target)."""
+    for t in range(r0, r1):
+        s = 0.0
+        for i in range(D.shape[1]):
+            d = D[t, i]
+            for j in range(margin.shape[1]):
+                h = margin[i, j] - d
+                if h > 0.0:
+                    s += h
+        out[t] = s

@@ -227,6 +227,7 @@ class _MultiOracle:
         self.Z = _transform(self.problem, self.layout, Ls)
         f, g = self._value_grad(self.Z)
         self.f_searched = f
+        self.searched_at = (self.x, f, g)
         return f, g
 
     def _value_grad(self, Z):
@@ -235,6 +236,10 @@ class _MultiOracle:
         return f, _gradient(self.problem, self.layout, U).ravel()
 
     def start(self, x):
+        # (a run that starts where the last search was made: its value and gradient)
+        if self.layout is not None and self.since == 0 and np.array_equal(
+                x, self.searched_at[0]):
+            return self.searched_at[1], self.searched_at[2].copy()
         return self.refresh(np.array(x, dtype=np.float64))
 
     def set_direction(self, p):

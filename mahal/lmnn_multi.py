@@ -6,11 +6,13 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._available_if import available_if
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _lmnn_multi_predict
 from ._lmnn_multi_solver import multi_metric_solve
-from ._nearest import merge_neighbors, nearest_references, vote
+from ._nearest import vote
 from ._parallel import fit_threads, n_threads_for
 from ._validation import N_JOBS, IntAtLeast, check_points, dask_rows, require_y
 from .lmnn import _push_weight, _start_metric
@@ -33,6 +35,12 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
     fitted LMNN metric. With more parameters per class, it fits classes whose
     shapes differ (the paper's MNIST result comes from this model).
 
+    ``classify="energy"`` classifies by the paper's energy instead (§4.2, with
+    these metrics: the reference code's ``MMenergyclassify.m``): a test point gets
+    the label ``c`` that minimises the loss it would add as a training point of
+    class ``c``, its pull and push in the metrics above and its hinges as an
+    impostor of training points of other classes in metric ``c``.
+
     Parameters
     ----------
     metric_learner : LMNN or None, default=None
@@ -45,7 +53,7 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         has them for these points (as after a multi-pass fit).
     n_neighbors : int, default=3
         Target neighbours per point, and the neighbours that vote in
-        :meth:`predict`.
+        :meth:`predict` (or that a test point's energy pulls).
     regularization : float in (0, 1), default=0.5
         Weight of the pull term, as in :class:`LMNN` (metric-learn's meaning); the
         push term has weight ``1 − regularization``.
@@ -55,6 +63,9 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         Stop when the objective fell by less than ``tol`` (relative) per iteration
         over the last 5 iterations, at a point an impostor search has verified.
     prefit : bool, default=False
+    classify : {"knn", "energy"}, default="knn"
+        :meth:`predict` by the vote of the ``n_neighbors`` nearest training
+        points (with :meth:`predict_proba`), or by the least :meth:`energy`.
     n_jobs : int, default=None
         Threads, as in scikit-learn: None means 1 unless in a
         :func:`joblib.parallel_config` context, −1 means all cores.
@@ -115,6 +126,7 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         "max_iter": [IntAtLeast(1)],
         "tol": [Interval(Real, 0, None, closed="left")],
         "prefit": ["boolean"],
+        "classify": [StrOptions({"knn", "energy"})],
         "n_jobs": N_JOBS,
         "verbose": ["verbose"],
         "callback": [callable, None],
@@ -123,14 +135,16 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, metric_learner=None, n_neighbors=3, regularization=0.5,
-                 max_iter=200, tol=1e-5, prefit=False, n_jobs=None, verbose=False,
-                 callback=None, random_state=None, weight_push_loss=None):
+                 max_iter=200, tol=1e-5, prefit=False, classify="knn", n_jobs=None,
+                 verbose=False, callback=None, random_state=None,
+                 weight_push_loss=None):
         self.metric_learner = metric_learner
         self.n_neighbors = n_neighbors
         self.regularization = regularization
         self.max_iter = max_iter
         self.tol = tol
         self.prefit = prefit
+        self.classify = classify
         self.n_jobs = n_jobs
         self.verbose = verbose
         self.callback = callback
@@ -168,26 +182,38 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
                           ConvergenceWarning)
         self.components_ = Ls
         self.target_neighbors_ = targets
+        self._mu = mu
         # (the references of prediction: each class's training points, taken to its
         # own metric at prediction, so that components_ alone is the model)
         self._training = X, [np.flatnonzero(y_enc == c)
                              for c in range(self.classes_.shape[0])]
         return self
 
-    def _neighbors(self, X):
-        """The neighbour list (squared distances, indices, class codes) of the
-        ``n_neighbors`` nearest training points, each in its class's metric."""
+    def _points(self, X):
         check_is_fitted(self, "classes_")
-        X = check_points(self, X, reset=False)
-        X_train, members_of = self._training
-        lists = []
-        for c, (members, L) in enumerate(zip(members_of, self.components_)):
-            dist, index, _ = nearest_references(
-                X @ L.T, X_train[members] @ L.T, np.full(members.shape[0], c),
-                self.n_neighbors)
-            lists.append((dist, members[index], np.full(index.shape, c)))
-        return merge_neighbors(lists, self.n_neighbors)
+        return check_points(self, X, reset=False)
 
+    @dask_rows("classes")
+    def energy(self, X):
+        """Energies ``E(x, c)`` of every point for every class (see the class
+        docstring).
+
+        Parameters
+        ----------
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        E : ndarray or dask.array.Array of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        X = self._points(X)
+        X_train, members = self._training
+        return _lmnn_multi_predict.energies(
+            X_train, members, self.target_neighbors_, self.components_, X,
+            self.n_neighbors, self._mu, n_threads=n_threads_for(self.n_jobs))
+
+    @available_if(lambda self: self.classify == "knn")
     @dask_rows("classes")
     def predict_proba(self, X):
         """Share of each class among the ``n_neighbors`` nearest training points.
@@ -201,12 +227,17 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray or dask.array.Array of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        return vote(self._neighbors(X), self.classes_.shape[0])
+        X = self._points(X)
+        X_train, members = self._training
+        neighbors = _lmnn_multi_predict.neighbors(X_train, members, self.components_,
+                                                  X, self.n_neighbors)
+        return vote(neighbors, self.classes_.shape[0])
 
     @dask_rows(None)
     def predict(self, X):
         """Majority label of the ``n_neighbors`` nearest training points (the
-        first in ``classes_`` among equal counts, as scikit-learn).
+        first in ``classes_`` among equal counts, as scikit-learn), or the label of
+        least energy (``classify="energy"``).
 
         Parameters
         ----------
@@ -216,5 +247,8 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray or dask.array.Array of shape (n_samples,)
         """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        if self.classify == "energy":
+            best = np.argmin(self.energy(X), axis=1)
+        else:
+            best = np.argmax(self.predict_proba(X), axis=1)
+        return self.classes_[best]

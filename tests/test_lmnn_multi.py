@@ -53,6 +53,31 @@ def naive_predict(Ls, X, y, Xq, k):
     return np.array(out)
 
 
+def naive_energy(Ls, X, y, tn, Xq, k, mu):
+    """Energies from their definition, one term at a time (``y`` class codes)."""
+    C = Ls.shape[0]
+
+    def d(c, a, b):
+        return float(np.sum((Ls[c] @ (a - b)) ** 2))
+
+    E = np.zeros((len(Xq), C))
+    for t, q in enumerate(Xq):
+        for c in range(C):
+            same = np.flatnonzero(y == c)
+            near = sorted(same, key=lambda j: (d(c, q, X[j]), j))[:k]
+            for j in near:
+                dj = d(c, q, X[j])
+                E[t, c] += (1 - mu) * dj
+                for l in np.flatnonzero(y != c):
+                    E[t, c] += mu * max(0.0, 1 + dj - d(y[l], q, X[l]))
+            for i in np.flatnonzero(y != c):
+                for j in tn[i]:
+                    if j >= 0:
+                        E[t, c] += mu * max(0.0, 1 + d(y[i], X[i], X[j])
+                                            - d(c, X[i], q))
+    return E
+
+
 def _blobs(n=60, d=3, n_classes=3, seed=0):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % n_classes
@@ -171,6 +196,35 @@ def _stripes(rng, n):
     return np.vstack([a, b]), np.repeat([0, 1], n)
 
 
+def test_energy_equals_its_definition():
+    X, y = _blobs(45, 3, 3, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LMNNMultiMetricClassifier(LMNN(max_iter=20), max_iter=10,
+                                        regularization=0.3, n_neighbors=2).fit(X, y)
+    Xq = _blobs(12, 3, 3, 13)[0]
+    ref = naive_energy(clf.components_, X, y, clf.target_neighbors_, Xq, 2, 0.7)
+    np.testing.assert_allclose(clf.energy(Xq), ref, rtol=1e-10)
+    clf.set_params(classify="energy")
+    np.testing.assert_array_equal(clf.predict(Xq), ref.argmin(axis=1))
+    assert not hasattr(clf, "predict_proba")  # (the vote's; energy has none)
+
+
+def test_energy_with_equal_metrics_is_lmnn_energy():
+    # one metric for every class: the single-metric energy classifier's energies
+    from mahal import LMNNEnergyClassifier
+
+    X, y = _blobs(1500, 4, 3, 14)  # (past the single metric's dense path)
+    Xq = _blobs(300, 4, 3, 15)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = LMNN(max_iter=20, random_state=0).fit(X, y)
+        clf = LMNNMultiMetricClassifier(start, prefit=True, max_iter=2).fit(X, y)
+    clf.components_ = np.repeat(start.components_[None], 3, axis=0)
+    ref = LMNNEnergyClassifier(start, prefit=True).fit(X, y).energy(Xq)
+    np.testing.assert_allclose(clf.energy(Xq), ref, rtol=1e-9)
+
+
 def test_beats_one_metric_where_classes_differ_in_shape():
     # one metric cannot shrink x for one class and y for the other; one per class
     # can (3-NN test error here: 12.5% with LMNN's metric, 4.6% with one per class)
@@ -215,7 +269,9 @@ def test_dask_predict_equals_numpy():
         clf.predict_proba(Xq))
 
 
-@parametrize_with_checks([LMNNMultiMetricClassifier(LMNN(max_iter=20), max_iter=10)])
+@parametrize_with_checks([
+    LMNNMultiMetricClassifier(LMNN(max_iter=20), max_iter=10),
+    LMNNMultiMetricClassifier(LMNN(max_iter=20), max_iter=10, classify="energy")])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
