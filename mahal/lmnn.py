@@ -541,14 +541,15 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmin(E, axis=1)]
 
 
-def _start_metric(estimator, X, y, **defaults):
+def _start_metric(estimator, X, y, any_targets=False, **defaults):
     """The metric of a classifier built on LMNN (``metric_learner``, ``prefit``,
     ``n_neighbors``, ``regularization``, ``weight_push_loss``, ``n_jobs``): the
     learner fitted (a clone), taken as it is (``prefit``), or, if None, an LMNN with
     the classifier's parameters (and ``defaults``) fitted. Sets ``metric_learner_``
     and ``classes_``; returns the encoded labels, the target neighbours (the
     learner's own if it has them for these points, as after a multi-pass fit: not
-    searched twice) and the learner's ``components_``."""
+    searched twice; with ``any_targets``, whatever their number, else only
+    ``n_neighbors`` of them) and the learner's ``components_``."""
     k = estimator.n_neighbors
     if estimator.metric_learner is None:
         learner = LMNN(n_neighbors=k, regularization=estimator.regularization,
@@ -562,7 +563,8 @@ def _start_metric(estimator, X, y, **defaults):
         learner = clone(estimator.metric_learner).fit(X, y)
     estimator.metric_learner_ = learner
     learned_targets = getattr(learner, "target_neighbors_", None)
-    if np.shape(learned_targets) != (X.shape[0], k):
+    shape = np.shape(learned_targets)
+    if len(shape) != 2 or shape[0] != X.shape[0] or not (any_targets or shape[1] == k):
         learned_targets = None
     estimator.classes_, y_enc, targets = _prepare_targets(estimator, X, y, k,
                                                           learned_targets)

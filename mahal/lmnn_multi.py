@@ -49,11 +49,12 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         weight_push_loss=weight_push_loss, n_jobs=n_jobs,
         random_state=random_state)`` is fitted. An estimator is cloned and fitted,
         unless ``prefit=True`` (then it must already be fitted on the same
-        training points and is used as is). Its target neighbours are kept if it
-        has them for these points (as after a multi-pass fit).
+        training points and is used as is). Its target neighbours (however many)
+        are the objective's if it has them for these points, as an ``LMNN`` has.
     n_neighbors : int, default=3
-        Target neighbours per point, and the neighbours that vote in
-        :meth:`predict` (or that a test point's energy pulls).
+        The neighbours that vote in :meth:`predict` (or that a test point's energy
+        pulls), and the target neighbours of the default LMNN (or of a metric
+        learner that keeps none).
     regularization : float in (0, 1), default=0.5
         Weight of the pull term, as in :class:`LMNN` (metric-learn's meaning); the
         push term has weight ``1 − regularization``.
@@ -169,7 +170,8 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         mu = _push_weight(self)
         require_y(self, y)
         X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
-        y_enc, targets, L0 = _start_metric(self, X, y, random_state=self.random_state,
+        y_enc, targets, L0 = _start_metric(self, X, y, any_targets=True,
+                                           random_state=self.random_state,
                                            verbose=self.verbose)
         Ls, self.n_iter_, converged, _ = multi_metric_solve(
             X, y_enc, targets, L0, self.classes_.shape[0], mu=mu,

@@ -241,6 +241,24 @@ def test_beats_one_metric_where_classes_differ_in_shape():
     assert err_multi < 0.5 * err_single
 
 
+def test_targets_are_the_metric_learners_and_n_neighbors_the_vote():
+    # trained on LMNN(n_neighbors=4)'s target neighbours, voting with 2: the same
+    # metrics as voting with 4, a 2-NN vote
+    X, y = _blobs(150, 3, 3, 16)
+    Xq = _blobs(60, 3, 3, 17)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = LMNN(n_neighbors=4, max_iter=20).fit(X, y)
+        two = LMNNMultiMetricClassifier(start, prefit=True, n_neighbors=2,
+                                        max_iter=10).fit(X, y)
+        four = LMNNMultiMetricClassifier(start, prefit=True, n_neighbors=4,
+                                         max_iter=10).fit(X, y)
+    np.testing.assert_array_equal(two.target_neighbors_, start.target_neighbors_)
+    np.testing.assert_array_equal(two.components_, four.components_)
+    np.testing.assert_array_equal(
+        two.predict(Xq), naive_predict(two.components_, X, y, Xq, 2))
+
+
 def test_max_iter_warns_and_errors_are_clear():
     X, y = _blobs(60, 3, 3, 9)
     with pytest.warns(ConvergenceWarning, match="max_iter"):
