@@ -63,6 +63,14 @@ def mahal_learners(k=3):
         Learner("lmnn_energy", "mahal", "LMNNEnergyClassifier",
                 {"n_neighbors": k, "n_jobs": -1},
                 predicts=True, seeded=False),
+        # one metric per class from an LMNN start, the MNIST setting chosen on
+        # validation by benchmarks/mnist_lmnn.py (k5_multi_metric50: LMNN with 5
+        # target neighbours, 50 iterations, a k-NN vote); k-means ARI on the space of
+        # its starting LMNN (metric_learner_)
+        Learner("lmnn_multimetric", "mahal", "LMNNMultiMetricClassifier",
+                {"metric_learner": {"estimator": "LMNN",
+                                    "params": {"n_neighbors": 5, "n_jobs": -1}},
+                 "n_neighbors": k, "n_jobs": -1, "max_iter": 50}, predicts=True),
         Learner("lsml", "mahal", "LSML_Supervised", {}),
         Learner("rca", "mahal", "RCA_Supervised", {}),
         Learner("contrastive", "mahal", "Contrastive_Supervised", {}),

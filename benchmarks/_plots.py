@@ -147,8 +147,9 @@ def plot_embeddings(embeddings, dataset, path, titles=None):
             m = y == c
             ax.scatter(P[m, 0], P[m, 1], s=8, color=cmap(int(c) % cmap.N),
                        label=str(c), alpha=0.8, linewidths=0)
+        its_lmnn = key[1] in ("lmnn_energy", "lmnn_multimetric")
         name = ("before (preprocessed input)" if key[1] == "input" else
-                f"after {key[1]}" + (" (its LMNN)" if key[1] == "lmnn_energy" else ""))
+                f"after {key[1]}" + (" (its LMNN)" if its_lmnn else ""))
         lo, hi = np.percentile(P, [1, 99], axis=0)
         pad = 0.08 * np.maximum(hi - lo, 1e-12)
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])

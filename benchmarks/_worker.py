@@ -44,6 +44,10 @@ def _make(spec):
         import mahal
         klass = getattr(mahal, cls)
         mod = mahal
+        # a parameter that is an estimator: {"estimator": name, "params": {...}}
+        params = {key: getattr(mahal, v["estimator"])(**v.get("params", {}))
+                  if isinstance(v, dict) and "estimator" in v else v
+                  for key, v in params.items()}
     elif lib == "metric-learn":
         import metric_learn
         klass = getattr(metric_learn, cls)

@@ -12,7 +12,8 @@ Usage::
 Learners (``--learners``, comma list): ``euclidean`` (baseline: no learning),
 ``covariance``, ``mmc`` (MMC_Supervised, full), ``mmc_diag`` (MMC_Supervised,
 diagonal=True), ``lmnn`` (LMNN, n_neighbors=k), ``lmnn_energy`` (LMNNEnergyClassifier,
-n_neighbors=k), ``nca`` (NCA), ``mlkr`` (MLKR, regressing the class index) — all with
+n_neighbors=k), ``lmnn_multimetric`` (LMNNMultiMetricClassifier from LMNN(n_neighbors=5),
+max_iter=50, a k-NN vote: one metric per class; issue 25's MNIST setting), ``nca`` (NCA), ``mlkr`` (MLKR, regressing the class index) — all with
 default parameters otherwise — and the peers ``ml_covariance``, ``ml_mmc``,
 ``ml_mmc_diag``, ``ml_lmnn`` (metric-learn 0.7, n_neighbors=k), ``ml_nca``, ``ml_mlkr``
 and ``pylmnn`` (pylmnn 1.6 LargeMarginNearestNeighbor, n_neighbors=k), and

@@ -19,6 +19,18 @@ def _cvxpy():
     return cp
 
 
+def _solve(prob, solver, what):
+    """Solve a cvxpy problem (Clarabel if installed, else SCS, unless ``solver``
+    names one); an error naming ``what`` if no optimum was found."""
+    cp = _cvxpy()
+    if solver is None:
+        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve {what}: status {prob.status}.")
+    return float(prob.value)
+
+
 # === MMC (owned by the MMC module's author) ===
 
 def _mmc_solve_cvxpy(cp, problem, solver):
@@ -223,13 +235,8 @@ def lmnn(X, y, target_neighbors, mu=0.5, solver=None):
     xi = cp.Variable(t.shape[0], nonneg=True)
     cons = [xi >= 1 + C @ cp.vec(M, order="C")]
     prob = cp.Problem(cp.Minimize((1 - mu) * pull + mu * cp.sum(xi)), cons)
-    if solver is None:
-        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
-    prob.solve(solver=solver)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"cvxpy could not solve the LMNN SDP: status {prob.status}.")
-    Mv = 0.5 * (M.value + M.value.T)
-    return Mv, float(prob.value)
+    value = _solve(prob, solver, "the LMNN SDP")
+    return 0.5 * (M.value + M.value.T), value
 
 
 def lmnn_multi_metric_objective(Ms, X, y, target_neighbors, mu=0.5):
@@ -318,13 +325,8 @@ def lmnn_multi_metric(X, y, target_neighbors, mu=0.5, solver=None):
     xi = cp.Variable(t.shape[0], nonneg=True)
     prob = cp.Problem(cp.Minimize((1 - mu) * pull + mu * cp.sum(xi)),
                       [xi >= 1 + A @ vecs])
-    if solver is None:
-        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
-    prob.solve(solver=solver)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"cvxpy could not solve the multiple-metric LMNN SDP: "
-                           f"status {prob.status}.")
-    return np.array([0.5 * (M.value + M.value.T) for M in Ms]), float(prob.value)
+    value = _solve(prob, solver, "the multiple-metric LMNN SDP")
+    return np.array([0.5 * (M.value + M.value.T) for M in Ms]), value
 
 # === end LMNN ===
 
@@ -750,14 +752,8 @@ def ncmml(X, y, solver=None):
     own = cp.sum(cp.multiply(D, np.eye(classes.shape[0])[y_enc]), axis=1)
     value = cp.sum(0.5 * own + cp.log_sum_exp(-0.5 * D, axis=1)) / X.shape[0]
     prob = cp.Problem(cp.Minimize(value))
-    if solver is None:
-        solver = "CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS"
-    prob.solve(solver=solver)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"cvxpy could not solve the NCMML problem: status "
-                           f"{prob.status}.")
-    Mv = 0.5 * (M.value + M.value.T)
-    return Mv, float(prob.value)
+    optimum = _solve(prob, solver, "the NCMML problem")
+    return 0.5 * (M.value + M.value.T), optimum
 
 # === end NCMML ===
 

@@ -271,3 +271,18 @@ def test_scale_growth_exponent_is_the_log_log_slope():
     for n1 in (10_000, 100_000):
         assert slopes[("memory", n1)] == pytest.approx(2.0)
         assert slopes[("cluster", n1)] == pytest.approx(1.5)
+
+
+def test_worker_builds_an_estimator_parameter_from_its_spec():
+    # lmnn_multimetric's metric_learner is a spec {"estimator": ..., "params": ...}
+    # (a learner spec travels as JSON), built as that mahal estimator
+    import _harness
+    import _worker
+
+    spec = _harness.mahal_learners()["lmnn_multimetric"].spec()
+    json.dumps(spec)  # (what the harness sends the worker)
+    factory, _ = _worker._make(spec)
+    est = factory(7)
+    assert type(est.metric_learner).__name__ == "LMNN"
+    assert est.metric_learner.get_params()["n_neighbors"] == 5
+    assert est.get_params()["n_neighbors"] == 3 and est.random_state == 7
