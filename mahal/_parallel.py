@@ -23,12 +23,13 @@ the same chunks and was slower; see ``docs/solver_notes.rst``.)
 import contextlib
 import functools
 import os
+import threading
 
 import numpy as np
 
 CHUNK_ROWS = 2048  # rows per task of the row-chunk kernels
 
-_BLAS_CONTROLLER = None
+_BLAS_CONTROLLERS = None  # (process-wide, per-thread) BLAS libraries
 
 
 def n_threads_for(n_jobs):
@@ -57,15 +58,80 @@ def n_threads_for(n_jobs):
 def single_threaded_blas():
     """Context manager that limits BLAS to one thread.
 
-    The ``threadpoolctl`` controller is built once per process: finding the loaded
-    BLAS libraries reads ``/proc/self/maps``, which is slow next to a small fit.
+    Threads of the process may be inside at once (dask's threaded scheduler runs
+    tasks that each limit BLAS), and most BLAS libraries have one process-wide
+    thread count: for those, the first thread in sets the limit and the last one
+    out lifts it, both under one lock (each thread restoring what it saw on entry
+    left BLAS at one thread for good once two overlapped). threadpoolctl lets only
+    the thread that set OpenBLAS's (pthreads) threads set them again while it
+    lives, so that control is handed back after each change, and the last thread
+    out may be another than the first in. OpenBLAS on OpenMP keeps a count per
+    thread: each thread limits its own.
+
+    The ``threadpoolctl`` controllers are built once per process: finding the
+    loaded BLAS libraries reads ``/proc/self/maps``, which is slow next to a small
+    fit.
     """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
+    global _BLAS_CONTROLLERS
+    if _BLAS_CONTROLLERS is None:
         from threadpoolctl import ThreadpoolController
 
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+        blas = ThreadpoolController().select(user_api="blas")
+        per_thread = {c.filepath: _per_thread(c) for c in blas.lib_controllers}
+        _BLAS_CONTROLLERS = tuple(
+            blas.select(filepath=[path for path, own in per_thread.items() if own is kind])
+            for kind in (False, True))
+    return _SingleThreadedBlas(*_BLAS_CONTROLLERS)
+
+
+def _per_thread(lib_controller):
+    return (lib_controller.internal_api == "openblas"
+            and getattr(lib_controller, "threading_layer", None) == "openmp")
+
+
+def _release_openblas():
+    # (threadpoolctl >= 3.8: the thread that set OpenBLAS's threads keeps the sole
+    # right to set them; our lock already orders the changes)
+    from threadpoolctl import OpenBLASController
+
+    release = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+
+
+class _SingleThreadedBlas:
+    lock = threading.Lock()
+    inside = 0  # threads inside, for the process-wide libraries
+    limiter = None
+
+    def __init__(self, process_wide, per_thread):
+        self.process_wide, self.per_thread = process_wide, per_thread
+        self.own = None
+
+    def __enter__(self):
+        cls = type(self)
+        with cls.lock:
+            if cls.inside == 0:
+                _release_openblas()
+                cls.limiter = self.process_wide.limit(limits=1)
+                _release_openblas()
+            cls.inside += 1
+        if self.per_thread.lib_controllers:
+            self.own = self.per_thread.limit(limits=1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            self.own.restore_original_limits()
+        cls = type(self)
+        with cls.lock:
+            cls.inside -= 1
+            if cls.inside == 0:
+                _release_openblas()
+                cls.limiter.restore_original_limits()
+                _release_openblas()
+                cls.limiter = None
+        return False
 
 
 def blas_threads(n_threads, kernels_threaded=False):

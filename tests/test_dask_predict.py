@@ -248,3 +248,22 @@ def test_knn_and_energy_on_the_cluster_equal_numpy(client, data, energy):
     np.testing.assert_array_equal(proba, memory.predict_proba(Xq))
     np.testing.assert_array_equal(labels, memory.predict(Xq))
     np.testing.assert_array_equal(energy.predict(Xqd).compute(), energy.predict(Xq))
+
+
+def test_threaded_blocks_leave_blas_threads_as_they_were():
+    # each block's energy (above the small problems' dense path) limits BLAS to one
+    # thread; with dask's threaded scheduler blocks overlap, and BLAS must get its
+    # threads back at the end
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if max(before) < 2:
+        pytest.skip("BLAS runs one thread here: no limit to see")
+    X, y = _classes(3000, d=5, seed=2)
+    clf = LMNNEnergyClassifier(LMNN(max_iter=5)).fit(X, y)
+    for _ in range(3):
+        clf.predict(da.from_array(X, chunks=(100, 5))).compute(scheduler="threads")
+        assert blas_threads() == before

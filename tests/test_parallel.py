@@ -40,6 +40,63 @@ def test_single_threaded_blas_limits_and_restores():
         assert _blas_threads() == before
 
 
+def _overlapping(first_in, last_out):
+    # ``first_in`` enters single_threaded_blas, then ``last_out`` enters, then
+    # ``first_in`` leaves, then ``last_out`` leaves (as dask's threaded scheduler
+    # overlaps tasks); each is "main" (this thread) or "worker" (a new thread).
+    # Returns BLAS's threads seen by ``last_out`` while alone inside.
+    import threading
+
+    entered, second_inside, left = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def first():
+        with single_threaded_blas():
+            entered.set()
+            second_inside.wait(10)
+        left.set()
+
+    def last():
+        entered.wait(10)
+        with single_threaded_blas():
+            second_inside.set()
+            left.wait(10)
+            seen["inside"] = _blas_threads()
+
+    roles = {"first": first, "last": last}
+    main_role = "first" if first_in == "main" else "last" if last_out == "main" else None
+    threads = [threading.Thread(target=roles[r]) for r in roles if r != main_role]
+    for t in threads:
+        t.start()
+    if main_role is not None:
+        roles[main_role]()
+    for t in threads:
+        t.join()
+    return seen["inside"]
+
+
+@pytest.mark.parametrize("first_in, last_out", [("worker", "worker"),
+                                                ("main", "worker"),
+                                                ("worker", "main")])
+def test_single_threaded_blas_from_overlapping_threads(first_in, last_out):
+    # threadpoolctl's limit is process-wide for OpenBLAS on pthreads: each thread
+    # restoring what it saw on entry left BLAS at one thread for good once two
+    # overlapped; and threadpoolctl (3.8) lets only the thread that set OpenBLAS's
+    # threads set them again, so the last thread out must still be able to lift
+    # the limit that another thread set (the main thread has used it before).
+    before = _blas_threads()
+    if max(before) < 2:
+        pytest.skip("BLAS runs one thread here: no limit to see")
+    with single_threaded_blas():
+        pass
+    inside = _overlapping(first_in, last_out)
+    assert inside == [1] * len(before)
+    assert _blas_threads() == before
+    with single_threaded_blas():  # and it still limits afterwards
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
+
+
 @pytest.mark.parametrize("n_threads, kernels_threaded, limited",
                          [(1, False, True), (2, False, False), (2, True, True)])
 def test_blas_policy(n_threads, kernels_threaded, limited):
