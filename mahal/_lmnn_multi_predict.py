@@ -5,6 +5,7 @@ code's ``MMknnclassify.m`` and ``MMenergyclassify.m``)."""
 import numpy as np
 
 from ._lazy import lazy_module
+from ._lmnn_multi_solver import target_distances
 from ._nearest import merge_neighbors, nearest_references, squared_distances
 from ._parallel import RowChunkPool, blas_threads
 
@@ -45,18 +46,14 @@ def energies(X_train, members, targets, Ls, X, k, mu, n_threads=1):
     y_sorted = np.repeat(np.arange(C), [m.shape[0] for m in members]).astype(np.int64)
     class_start = np.concatenate(([0], np.cumsum([m.shape[0] for m in members])))
     references = [X_train[m] @ L.T for m, L in zip(members, Ls)]
-    # margins 1 + d_ij of the training triplets, in the training point's metric
     y_train = np.empty(X_train.shape[0], dtype=np.int64)
     y_train[order] = y_sorted
-    margin = np.full(targets.shape, -np.inf)
-    for c, (m, L) in enumerate(zip(members, Ls)):
-        T = targets[m]
-        diff = (X_train[m][:, None, :] - X_train[np.maximum(T, 0)]) @ L.T
-        margin[m] = np.where(T >= 0, 1.0 + np.einsum("nkr,nkr->nk", diff, diff),
-                             -np.inf)
+    # margins 1 + d_ij of the training triplets, in the training point's metric
+    margin = 1.0 + target_distances(X_train, members, targets, Ls)
     n, m_test = X_train.shape[0], X.shape[0]
     E = np.empty((m_test, C))
-    no_targets = np.full((n, 1), -1, dtype=np.int64)
+    # (LMNN's energy kernel without target neighbours: no third term)
+    no_targets, no_dist = np.full((n, 1), -1, dtype=np.int64), np.zeros((n, 1))
     pool = RowChunkPool(n_threads)
     step = max(1, _BLOCK_ELEMS // max(1, n))
     try:
@@ -69,7 +66,7 @@ def energies(X_train, members, targets, Ls, X, k, mu, n_threads=1):
                 D = np.hstack([squared_distances(Xb @ L.T, R)
                                for L, R in zip(Ls, references)])
                 pool.map(lambda ch: search_kernels.energy_block(
-                    D, y_sorted, class_start, k, np.zeros((n, 1)), no_targets, mu,
+                    D, y_sorted, class_start, k, no_dist, no_targets, mu,
                     ch[0], ch[1], out), pool.ranges(D.shape[0], 64))
             # x as an impostor of the training points of the other classes, in the
             # metric of x's assumed class

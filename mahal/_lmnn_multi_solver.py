@@ -34,7 +34,6 @@ Design (LMNN's, :mod:`mahal._lmnn_solver`, for ``C`` metrics):
   do not depend on the number of threads, so results do not either.
 """
 
-import sys
 import time
 
 import numpy as np
@@ -47,6 +46,7 @@ from ._optimize import MAX_ITER, lbfgs
 from ._parallel import SERIAL, RowChunkPool, blas_threads
 
 kernels = lazy_module("mahal._lmnn_multi_kernels")  # (numba: imported on first use)
+lmnn_kernels = lazy_module("mahal._lmnn_kernels")
 
 _CHUNK = 2048  # rows of one product task (within one metric's block)
 _MAXCOR = 20  # L-BFGS memory
@@ -55,6 +55,18 @@ _MAX_RUNS = 10  # L-BFGS runs (each ended by a search that changed the function)
 # A search that raises the value by at most this share of the decrease since the
 # previous search doubles the period (up to max_period); more halves it.
 _MISS_TOL = 0.05
+
+
+def target_distances(X, members, targets, Ls):
+    """``d_{y_i}(i, T_ik)`` of every target pair, in its class's metric: ``(n, k)``,
+    −inf where a point has fewer target neighbours (``members[c]``: the indices of
+    class ``c``)."""
+    dist = np.full(targets.shape, -np.inf)
+    for idx, L in zip(members, Ls):
+        T = targets[idx]
+        diff = (X[idx][:, None, :] - X[np.maximum(T, 0)]) @ L.T
+        dist[idx] = np.where(T >= 0, np.einsum("nkr,nkr->nk", diff, diff), -np.inf)
+    return dist
 
 
 class _MultiProblem:
@@ -73,24 +85,10 @@ class _MultiProblem:
         self.members = [np.flatnonzero(self.y == c) for c in range(self.C)]
 
     # -- search and layout ------------------------------------------------------
-    def radii(self, Ls):
-        """Largest target distance of every point, in its class's metric."""
-        radius = np.full(self.n, -1.0)
-        for c, idx in enumerate(self.members):
-            if idx.shape[0] < 2:
-                continue
-            Zm = self.Xc[idx] @ Ls[c].T
-            where = np.full(self.n, -1, dtype=np.int64)
-            where[idx] = np.arange(idx.shape[0])
-            T = self.targets[idx]
-            has = T >= 0
-            D = ((Zm[:, None, :] - Zm[where[np.maximum(T, 0)]]) ** 2).sum(axis=2)
-            radius[idx] = np.where(has, D, -1.0).max(axis=1)
-        return radius
-
     def search(self, Ls, margin):
         """Candidate edges ``(src, dst)``: ``d_{y_l}(i, l) < R_i + 1 + margin``."""
-        radius = self.radii(Ls)
+        # (the largest target distance; −inf for a point without target neighbours)
+        radius = target_distances(self.Xc, self.members, self.targets, Ls).max(axis=1)
         reach = np.where(radius >= 0, radius + 1.0 + margin, -1.0)
         src, dst = [], []
         for c, idx in enumerate(self.members):
@@ -127,16 +125,10 @@ class _Layout:
 
     def __init__(self, problem, src, dst):
         n, C, y = problem.n, problem.C, problem.y
-        order = np.argsort(src, kind="stable")
-        src, dst = src[order], dst[order]
-        self.cand_ptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(src, minlength=n), out=self.cand_ptr[1:])
-        self.cand_idx = np.ascontiguousarray(dst)
-        self.cand_src = np.ascontiguousarray(src)
-        by_end = np.argsort(dst, kind="stable")
-        self.in_edge = by_end.astype(np.int64)
-        self.in_ptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(dst, minlength=n), out=self.in_ptr[1:])
+        # (counting sorts, stable: by anchor, then the edges by end point)
+        self.cand_ptr, order = lmnn_kernels.group_by(src, n)
+        self.cand_src, self.cand_idx = src[order], dst[order]
+        self.in_ptr, self.in_edge = lmnn_kernels.group_by(self.cand_idx, n)
         need = np.zeros((C, n), dtype=bool)
         need[y, np.arange(n)] = True
         need[y[dst], src] = True
@@ -206,7 +198,7 @@ class _MultiOracle:
         self.problem, self.shape = problem, shape
         self.margin, self.period = margin, period
         self.min_period, self.max_period = max(1, period // 2), max(period, max_period)
-        self.f_searched = None  # the value right after the last search
+        self.searched_at = None  # (x, f, g) of the last search
         self.layout = None
         self.since = 0
         self.n_search = 0
@@ -226,7 +218,6 @@ class _MultiOracle:
         self.x = x.copy()
         self.Z = _transform(self.problem, self.layout, Ls)
         f, g = self._value_grad(self.Z)
-        self.f_searched = f
         self.searched_at = (self.x, f, g)
         return f, g
 
@@ -263,7 +254,7 @@ class _MultiOracle:
         self.Z, self.last, self.ZP = Zt, None, None
         self.since += 1
         if self.since >= self.period:
-            f_before = self.f_searched
+            f_before = self.searched_at[1]
             f_new, g = self.refresh(self.x)
             # the impostors the old graph missed cost little: search less often
             if f_new - f <= _MISS_TOL * max(f_before - f, 0.0):
@@ -276,8 +267,7 @@ class _MultiOracle:
 
 def multi_metric_solve(X, y, target_neighbors, L0, n_classes, mu=0.5, max_iter=200,
                        tol=1e-5, margin=1.0, period=10, max_period=40, verbose=False,
-                       n_threads=1,
-                       callback=None, name="LMNNMultiMetric"):
+                       n_threads=1, callback=None, name="LMNNMultiMetric"):
     """Minimise the multiple-metric LMNN objective with L-BFGS.
 
     Parameters
@@ -379,8 +369,6 @@ def _run(oracle, x, max_iter, tol, verbose, user_callback, name, t_start):
             "n_searches": oracle.n_search,
             "n_candidates": oracle.layout.n_candidates,
             "time": time.perf_counter() - t_start, "search_time": oracle.t_search}
-    if verbose:
-        sys.stdout.flush()
     return x.reshape(shape), n_iter, converged, info
 
 
