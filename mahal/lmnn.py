@@ -493,15 +493,12 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        k, mu = self.n_neighbors, _push_weight(self)
-        require_y(self, y)
-        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
-        y_enc, targets, G = _start_metric(self, X, y)
+        X, y_enc, targets, G, mu = _start_metric(self, X, y)
         self._training_side = prepare_energy(X @ G.T, y_enc, targets,
                                              self.classes_.shape[0])
         self._components = G
         self._mu = float(mu)
-        self._k = k
+        self._k = self.n_neighbors
         return self
 
     @dask_rows("classes")
@@ -542,15 +539,18 @@ class LMNNEnergyClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _start_metric(estimator, X, y, any_targets=False, **defaults):
-    """The metric of a classifier built on LMNN (``metric_learner``, ``prefit``,
-    ``n_neighbors``, ``regularization``, ``weight_push_loss``, ``n_jobs``): the
-    learner fitted (a clone), taken as it is (``prefit``), or, if None, an LMNN with
-    the classifier's parameters (and ``defaults``) fitted. Sets ``metric_learner_``
-    and ``classes_``; returns the encoded labels, the target neighbours (the
-    learner's own if it has them for these points, as after a multi-pass fit: not
-    searched twice; with ``any_targets``, whatever their number, else only
-    ``n_neighbors`` of them) and the learner's ``components_``."""
-    k = estimator.n_neighbors
+    """The start of a classifier built on LMNN (``metric_learner``, ``prefit``,
+    ``n_neighbors``, ``regularization``, ``weight_push_loss``, ``n_jobs``): ``X`` and
+    ``y`` checked, then the metric: the learner fitted (a clone), taken as it is
+    (``prefit``), or, if None, an LMNN with the classifier's parameters (and
+    ``defaults``) fitted. Sets ``metric_learner_`` and ``classes_``; returns the
+    checked ``X``, the encoded labels, the target neighbours (the learner's own if it
+    has them for these points, as after a multi-pass fit: not searched twice; with
+    ``any_targets``, whatever their number, else only ``n_neighbors`` of them), the
+    learner's ``components_`` and the push weight ``μ``."""
+    k, mu = estimator.n_neighbors, _push_weight(estimator)
+    require_y(estimator, y)
+    X, y = check_points(estimator, X, y, classification=True, ensure_min_samples=2)
     if estimator.metric_learner is None:
         learner = LMNN(n_neighbors=k, regularization=estimator.regularization,
                        weight_push_loss=estimator.weight_push_loss,
@@ -572,4 +572,4 @@ def _start_metric(estimator, X, y, any_targets=False, **defaults):
     if G.shape[1] != X.shape[1]:
         raise ValueError(f"metric_learner has {G.shape[1]} features; X has "
                          f"{X.shape[1]}.")
-    return y_enc, targets, G
+    return X, y_enc, targets, G, mu

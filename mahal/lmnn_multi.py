@@ -14,8 +14,8 @@ from . import _lmnn_multi_predict
 from ._lmnn_multi_solver import multi_metric_solve
 from ._nearest import vote
 from ._parallel import fit_threads, n_threads_for
-from ._validation import N_JOBS, IntAtLeast, check_points, dask_rows, require_y
-from .lmnn import _push_weight, _start_metric
+from ._validation import N_JOBS, IntAtLeast, check_points, dask_rows
+from .lmnn import _start_metric
 
 
 class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
@@ -167,12 +167,9 @@ class LMNNMultiMetricClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        mu = _push_weight(self)
-        require_y(self, y)
-        X, y = check_points(self, X, y, classification=True, ensure_min_samples=2)
-        y_enc, targets, L0 = _start_metric(self, X, y, any_targets=True,
-                                           random_state=self.random_state,
-                                           verbose=self.verbose)
+        X, y_enc, targets, L0, mu = _start_metric(
+            self, X, y, any_targets=True, random_state=self.random_state,
+            verbose=self.verbose)
         Ls, self.n_iter_, converged, _ = multi_metric_solve(
             X, y_enc, targets, L0, self.classes_.shape[0], mu=mu,
             max_iter=self.max_iter, tol=self.tol, verbose=bool(self.verbose),
